@@ -1,0 +1,118 @@
+//! [`DecommitQueue`]: released memory slots waiting for their `madvise` and
+//! `mprotect`, so that neighbours can share one call.
+//!
+//! Every call that removes access or pages sends a TLB shootdown to each
+//! other core running the process; merging the resets of contiguous slots
+//! into one range turns many shootdowns into one. A batch is flushed every
+//! `decommit_batch_size` releases, and at once when an acquisition finds no
+//! free slot. With a batch size of 1 a release does its own calls, without
+//! taking the queue's lock.
+//!
+//! A merged range spans the released slots' tails, the guards between them
+//! and the unreached parts of those slots: all of it is released or guard,
+//! so making it `PROT_NONE` and discarding its pages is what each slot wants.
+
+use super::memory_pool::MemorySlotState;
+use crate::sys::SlotPtr;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A released slot waiting for `[from, to)` to be discarded and made
+/// `PROT_NONE` (offsets from the slot's base).
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub index: u32,
+    pub base: SlotPtr,
+    pub from: usize,
+    pub to: usize,
+    pub state: MemorySlotState,
+}
+
+pub(crate) struct DecommitQueue {
+    batch: usize,
+    pending: Mutex<Vec<Pending>>,
+    len: AtomicUsize,
+}
+
+impl DecommitQueue {
+    pub fn new(batch: usize) -> Self {
+        DecommitQueue {
+            batch,
+            pending: Mutex::new(Vec::with_capacity(batch)),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Queues `p`; runs `finish` on the whole batch once it is full. With a
+    /// batch of 1, `finish` runs at once without the lock.
+    pub fn push(&self, p: Pending, finish: impl FnOnce(Vec<Pending>)) {
+        if self.batch <= 1 {
+            return finish(vec![p]);
+        }
+        let mut pending = self.pending.lock();
+        pending.push(p);
+        self.len.store(pending.len(), Ordering::Relaxed);
+        if pending.len() >= self.batch {
+            let batch = std::mem::replace(&mut *pending, Vec::with_capacity(self.batch));
+            // Finish under the lock: a thread that finds the pool exhausted
+            // and flushes waits for us, so it sees these slots freed.
+            finish(batch);
+            self.len.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `finish` on whatever is queued (under the lock, see `push`).
+    pub fn flush(&self, finish: impl FnOnce(Vec<Pending>)) {
+        let mut pending = self.pending.lock();
+        let batch = std::mem::take(&mut *pending);
+        finish(batch);
+        self.len.store(0, Ordering::Relaxed);
+    }
+
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}
+
+/// Consecutive slots whose reset ranges can be one call: sorted by index,
+/// each slot after the first in a run starting its range at offset 0.
+pub(crate) struct Run {
+    slots: Vec<Pending>,
+    stride: usize,
+}
+
+impl Run {
+    /// `(start, len)` of the merged range, `None` if it is empty.
+    pub fn range(&self) -> Option<(SlotPtr, usize)> {
+        let first = self.slots.first()?;
+        let last = self.slots.last()?;
+        let start = first.index as usize * self.stride + first.from;
+        let end = last.index as usize * self.stride + last.to;
+        // SAFETY: `from` lies inside the first slot.
+        (end > start).then(|| (unsafe { first.base.add(first.from) }, end - start))
+    }
+
+    pub fn into_slots(self) -> Vec<Pending> {
+        self.slots
+    }
+}
+
+/// Splits a batch into runs that each need one `madvise` + one `mprotect`.
+pub(crate) fn runs(mut batch: Vec<Pending>, stride: usize) -> Vec<Run> {
+    batch.sort_unstable_by_key(|p| p.index);
+    let mut runs: Vec<Run> = Vec::new();
+    for p in batch {
+        match runs.last_mut() {
+            Some(run)
+                if p.from == 0 && run.slots.last().is_some_and(|l| l.index + 1 == p.index) =>
+            {
+                run.slots.push(p)
+            }
+            _ => runs.push(Run {
+                slots: vec![p],
+                stride,
+            }),
+        }
+    }
+    runs
+}

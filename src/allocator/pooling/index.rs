@@ -1,0 +1,238 @@
+//! [`SlotIndex`]: which slots are free, and which free slot to hand out.
+//!
+//! Free slots live in shards (one per core by default), each behind its own
+//! lock on its own cache line. A thread takes from and returns to its home
+//! shard, and steals from the others only when its own is empty, so two
+//! threads do not contend on one lock in the steady state.
+//!
+//! Exhaustion is exact: a single atomic `free` count is decremented *before*
+//! a thread looks for a slot and incremented only *after* a slot is back in
+//! a shard. A thread that got a count is owed a slot, which is in some shard
+//! already; one that finds the count at zero knows every slot was taken at
+//! that instant. With capacity N, exactly N acquisitions succeed.
+//!
+//! Within a shard the choice follows Wasmtime's module-affine allocator:
+//! 1. a warm (previously used) slot with the same affinity (image), the most
+//!    recently released first, so it needs no remapping;
+//! 2. else, while fewer than `max_unused_warm` warm slots are idle, a cold
+//!    (never used) slot, then the least recently used warm slot;
+//! 3. else the least recently used warm slot (its contents are replaced),
+//!    then a cold one.
+
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// A slot handed out: its index, and the state it was released with
+/// (`S::default()` for a cold slot).
+#[derive(Debug)]
+pub(crate) struct Taken<S> {
+    pub index: u32,
+    pub state: S,
+}
+
+pub(crate) struct SlotIndex<S> {
+    shards: Box<[CachePadded<Mutex<Shard<S>>>]>,
+    free: CachePadded<AtomicU32>,
+    unused_warm: AtomicU32,
+    max_unused_warm: u32,
+    clock: AtomicU64,
+}
+
+struct Shard<S> {
+    /// Never-used slots; popped from the end, lowest index first.
+    cold: Vec<u32>,
+    /// Released slots by release time, oldest first.
+    warm: BTreeMap<u64, Warm<S>>,
+    /// Release times of the warm slots, by affinity.
+    by_affinity: HashMap<u64, BTreeSet<u64>>,
+}
+
+struct Warm<S> {
+    index: u32,
+    affinity: u64,
+    state: S,
+}
+
+impl<S> Shard<S> {
+    fn take_affine(&mut self, affinity: u64) -> Option<(u32, S)> {
+        let stamps = self.by_affinity.get_mut(&affinity)?;
+        let stamp = stamps.pop_last()?;
+        if stamps.is_empty() {
+            self.by_affinity.remove(&affinity);
+        }
+        let warm = self
+            .warm
+            .remove(&stamp)
+            .expect("affinity index out of sync");
+        Some((warm.index, warm.state))
+    }
+
+    fn take_lru(&mut self) -> Option<(u32, S)> {
+        let (stamp, warm) = self.warm.pop_first()?;
+        let stamps = self
+            .by_affinity
+            .get_mut(&warm.affinity)
+            .expect("affinity index out of sync");
+        stamps.remove(&stamp);
+        if stamps.is_empty() {
+            self.by_affinity.remove(&warm.affinity);
+        }
+        Some((warm.index, warm.state))
+    }
+}
+
+fn home_shard(shards: usize) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static ID: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    ID.with(|id| *id % shards)
+}
+
+impl<S: Default> SlotIndex<S> {
+    /// `capacity` cold slots spread over `shards` shards in contiguous
+    /// blocks (neighbouring slots tend to be released together, which lets
+    /// the decommit queue merge their resets).
+    pub fn new(capacity: u32, shards: usize, max_unused_warm: u32) -> Self {
+        let shards = shards.clamp(1, capacity.max(1) as usize);
+        let per = (capacity as usize).div_ceil(shards);
+        let shards = (0..shards)
+            .map(|s| {
+                let lo = (s * per).min(capacity as usize) as u32;
+                let hi = ((s + 1) * per).min(capacity as usize) as u32;
+                CachePadded::new(Mutex::new(Shard {
+                    cold: (lo..hi).rev().collect(),
+                    warm: BTreeMap::new(),
+                    by_affinity: HashMap::new(),
+                }))
+            })
+            .collect();
+        SlotIndex {
+            shards,
+            free: CachePadded::new(AtomicU32::new(capacity)),
+            unused_warm: AtomicU32::new(0),
+            max_unused_warm,
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a free slot, preferring one released with `affinity`; `None`
+    /// when every slot is taken.
+    pub fn acquire(&self, affinity: u64) -> Option<Taken<S>> {
+        self.free
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| n.checked_sub(1))
+            .ok()?;
+        // We are owed a slot: it is in some shard already. Another owed
+        // thread may take the one we saw, so go round until we find one.
+        let n = self.shards.len();
+        let home = home_shard(n);
+        loop {
+            for i in 0..n {
+                let mut shard = self.shards[(home + i) % n].lock();
+                let prefer_cold = self.unused_warm.load(Ordering::Relaxed) < self.max_unused_warm;
+                let (index, state, warm) = if let Some((idx, st)) = shard.take_affine(affinity) {
+                    (idx, st, true)
+                } else if prefer_cold {
+                    match shard.cold.pop() {
+                        Some(idx) => (idx, S::default(), false),
+                        None => match shard.take_lru() {
+                            Some((idx, st)) => (idx, st, true),
+                            None => continue,
+                        },
+                    }
+                } else {
+                    match shard.take_lru() {
+                        Some((idx, st)) => (idx, st, true),
+                        None => match shard.cold.pop() {
+                            Some(idx) => (idx, S::default(), false),
+                            None => continue,
+                        },
+                    }
+                };
+                if warm {
+                    self.unused_warm.fetch_sub(1, Ordering::Relaxed);
+                }
+                return Some(Taken { index, state });
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Returns a slot, warm, remembering its `affinity` and `state`.
+    pub fn release(&self, index: u32, affinity: u64, state: S) {
+        let stamp = self.clock.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut shard = self.shards[home_shard(self.shards.len())].lock();
+            shard.warm.insert(
+                stamp,
+                Warm {
+                    index,
+                    affinity,
+                    state,
+                },
+            );
+            shard.by_affinity.entry(affinity).or_default().insert(stamp);
+        }
+        self.unused_warm.fetch_add(1, Ordering::Relaxed);
+        self.free.fetch_add(1, Ordering::Release);
+    }
+
+    /// Free slots now.
+    #[cfg(test)]
+    pub fn free(&self) -> u32 {
+        self.free.load(Ordering::Relaxed)
+    }
+
+    /// Idle slots that were used before.
+    pub fn unused_warm(&self) -> u32 {
+        self.unused_warm.load(Ordering::Relaxed)
+    }
+}
+
+/// Shards to use: one per core.
+pub(crate) fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cold_slots_come_out_lowest_first_then_exhaust() {
+        let idx = SlotIndex::<()>::new(3, 1, 10);
+        let got: Vec<u32> = (0..3).map(|_| idx.acquire(0).unwrap().index).collect();
+        assert_eq!(got, [0, 1, 2]);
+        assert!(idx.acquire(0).is_none());
+        assert_eq!(idx.free(), 0);
+    }
+
+    #[test]
+    fn affinity_wins_over_cold() {
+        let idx = SlotIndex::<u8>::new(4, 1, 10);
+        let a = idx.acquire(7).unwrap();
+        let b = idx.acquire(8).unwrap();
+        idx.release(a.index, 7, 70);
+        idx.release(b.index, 8, 80);
+        let again = idx.acquire(7).unwrap();
+        assert_eq!((again.index, again.state), (a.index, 70));
+        assert_eq!(idx.unused_warm(), 1);
+    }
+
+    #[test]
+    fn cold_preferred_until_warm_cap_then_lru_warm() {
+        let idx = SlotIndex::<()>::new(4, 1, 1);
+        let a = idx.acquire(1).unwrap().index;
+        idx.release(a, 1, ());
+        // One warm slot idle, cap 1: no longer below the cap, so the LRU
+        // warm slot is reused for a different affinity.
+        assert_eq!(idx.acquire(2).unwrap().index, a);
+        let idx = SlotIndex::<()>::new(4, 1, 2);
+        let a = idx.acquire(1).unwrap().index;
+        idx.release(a, 1, ());
+        // Below the cap: a cold slot is preferred.
+        assert_ne!(idx.acquire(2).unwrap().index, a);
+    }
+}

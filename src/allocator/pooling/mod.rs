@@ -1,0 +1,174 @@
+//! [`PoolingInstanceAllocator`]: wires the memory pool, the table pool and
+//! the instance count together. Each mechanism has its own file:
+//! `memory_pool` (the slab and slot resets), `table_pool`, `index` (which
+//! free slot to hand out), `decommit` (batched resets), `metrics`.
+
+mod decommit;
+mod index;
+mod memory_pool;
+mod metrics;
+mod table_pool;
+
+pub use metrics::PoolMetrics;
+
+use crate::config::PoolingConfig;
+use crate::{Error, InstanceLayout, Resource, Result, sys};
+use memory_pool::MemoryPool;
+use metrics::Counters;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use table_pool::TablePool;
+
+/// Kernel mappings one memory slot may use (image, read-write, `PROT_NONE`).
+const MAPPINGS_PER_MEMORY: usize = 3;
+
+/// Hands out memories and tables from one slab reserved up front.
+///
+/// Clones share the pool; each [`Store`](crate::Store) keeps it alive.
+/// See [`PoolingConfig`] for the knobs and the crate docs for the layout.
+#[derive(Clone)]
+pub struct PoolingInstanceAllocator {
+    pub(crate) inner: Arc<PoolInner>,
+}
+
+impl std::fmt::Debug for PoolingInstanceAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolingInstanceAllocator")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+#[doc(hidden)]
+pub struct PoolInner {
+    config: PoolingConfig,
+    instances_in_use: AtomicU32,
+    pub(crate) memories: MemoryPool,
+    pub(crate) tables: TablePool,
+    pub(crate) counters: Counters,
+}
+
+impl PoolingInstanceAllocator {
+    /// Validates `config` and reserves the slabs.
+    ///
+    /// [`Error::InvalidConfig`], naming the field and value, for: 0
+    /// `total_instances`; a byte size that is not a multiple of the host
+    /// page; `max_memory_size` above 4 GiB; more memories (tables) per
+    /// instance than in total; a `decommit_batch_size` of 0; a reservation
+    /// whose size overflows or that `mmap` refuses; more kernel mappings
+    /// than `vm.max_map_count` allows.
+    pub fn new(config: &PoolingConfig) -> Result<Self> {
+        config.validate()?;
+        if let Some(max_maps) = sys::max_map_count() {
+            let needed = (config.total_memories as usize).saturating_mul(MAPPINGS_PER_MEMORY);
+            let used = sys::mapping_count().unwrap_or(0);
+            if needed.saturating_add(used) > max_maps {
+                return Err(Error::InvalidConfig(format!(
+                    "total_memories ({}) may need {needed} kernel mappings, with {used} in use; vm.max_map_count is {max_maps}",
+                    config.total_memories
+                )));
+            }
+        }
+        let shards = index::default_shards();
+        Ok(PoolingInstanceAllocator {
+            inner: Arc::new(PoolInner {
+                memories: MemoryPool::new(config, shards)?,
+                tables: TablePool::new(config, shards)?,
+                config: config.clone(),
+                instances_in_use: AtomicU32::new(0),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// A snapshot of the pool's counts and counters.
+    pub fn metrics(&self) -> PoolMetrics {
+        let p = &self.inner;
+        let mut m = PoolMetrics {
+            instances_in_use: p.instances_in_use.load(Ordering::Relaxed),
+            memories_in_use: p.memories.in_use(),
+            tables_in_use: p.tables.in_use(),
+            unused_warm_memories: p.memories.unused_warm(),
+            unused_warm_tables: p.tables.unused_warm(),
+            decommit_queue_len: p.memories.queued(),
+            ..PoolMetrics::default()
+        };
+        p.counters.fill(&mut m);
+        m
+    }
+
+    /// Runs pending slot resets now (see
+    /// [`PoolingConfig::decommit_batch_size`]).
+    pub fn flush_decommits(&self) {
+        self.inner.memories.flush(&self.inner.counters);
+    }
+
+    /// The configuration the pool was made with.
+    pub fn config(&self) -> &PoolingConfig {
+        &self.inner.config
+    }
+}
+
+impl PoolInner {
+    pub(crate) fn check_layout(&self, layout: &InstanceLayout) -> Result<()> {
+        let c = &self.config;
+        if layout.memories.len() > c.max_memories_per_instance as usize {
+            return Err(Error::Unsupported(format!(
+                "{} memories exceed max_memories_per_instance of {}",
+                layout.memories.len(),
+                c.max_memories_per_instance
+            )));
+        }
+        if layout.tables.len() > c.max_tables_per_instance as usize {
+            return Err(Error::Unsupported(format!(
+                "{} tables exceed max_tables_per_instance of {}",
+                layout.tables.len(),
+                c.max_tables_per_instance
+            )));
+        }
+        for (i, m) in layout.memories.iter().enumerate() {
+            if m.ty.min_bytes() > self.memories.slot_size() {
+                return Err(Error::Unsupported(format!(
+                    "memory {i}: minimum of {} bytes exceeds the slot size (max_memory_size) of {}",
+                    m.ty.min_bytes(),
+                    self.memories.slot_size()
+                )));
+            }
+        }
+        for (i, t) in layout.tables.iter().enumerate() {
+            if t.minimum > self.tables.elements() {
+                return Err(Error::Unsupported(format!(
+                    "table {i}: minimum of {} elements exceeds table_elements of {}",
+                    t.minimum,
+                    self.tables.elements()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn acquire_instance(&self) -> Result<()> {
+        let limit = self.config.total_instances;
+        match self
+            .instances_in_use
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            }) {
+            Ok(_) => {
+                self.counters.acquired(Resource::Instance);
+                Ok(())
+            }
+            Err(_) => {
+                self.counters.exhausted(Resource::Instance);
+                Err(Error::PoolExhausted {
+                    resource: Resource::Instance,
+                    limit,
+                })
+            }
+        }
+    }
+
+    pub(crate) fn release_instance(&self) {
+        self.instances_in_use.fetch_sub(1, Ordering::Release);
+    }
+}

@@ -1,0 +1,136 @@
+//! [`TablePool`]: one read-write reservation of `total_tables` slots of
+//! `table_elements` pointer-sized elements each (each slot rounded up to
+//! the host page so it can be released on its own).
+//!
+//! ```text
+//!  ┌──────────────────┬──────────────────┬─────┬──────────────────┐
+//!  │ Table 0          │ Table 1          │ ... │ Table N-1        │
+//!  └──────────────────┴──────────────────┴─────┴──────────────────┘
+//!  ◄─ stride = round_up(table_elements * 8, page) ─►
+//! ```
+//!
+//! Elements are only reached through bounds-checked calls, so tables need
+//! no guard pages. A released table's used elements are zeroed: with
+//! `memset` up to `table_keep_resident` bytes, with `madvise` beyond.
+
+use super::index::SlotIndex;
+use super::metrics::Counters;
+use crate::config::PoolingConfig;
+use crate::sys::{self, Mmap, SlotPtr};
+use crate::table::{TableEntry, TableOwner};
+use crate::{Error, Resource, Result, TableType};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const ELEM: usize = std::mem::size_of::<usize>();
+
+/// What a free table slot holds: the bytes its last reset kept resident.
+#[derive(Debug, Default)]
+pub(crate) struct TableSlotState {
+    resident: usize,
+}
+
+pub(crate) struct TablePool {
+    slab: Mmap,
+    stride: usize,
+    elements: u32,
+    keep_resident: usize,
+    total: u32,
+    index: SlotIndex<TableSlotState>,
+    in_use: AtomicU32,
+}
+
+impl TablePool {
+    pub fn new(config: &PoolingConfig, shards: usize) -> Result<TablePool> {
+        let page = sys::page_size();
+        let stride = (config.table_elements as usize)
+            .checked_mul(ELEM)
+            .and_then(|b| b.checked_next_multiple_of(page));
+        let total_len = stride.and_then(|s| s.checked_mul(config.total_tables as usize));
+        let (Some(stride), Some(total_len)) = (stride, total_len) else {
+            return Err(Error::InvalidConfig(format!(
+                "table reservation overflows: total_tables ({}) x table_elements ({})",
+                config.total_tables, config.table_elements
+            )));
+        };
+        let slab = Mmap::read_write(total_len).map_err(|e| {
+            Error::InvalidConfig(format!(
+                "cannot reserve {total_len} bytes for {} table slots (table_elements {}): {e}",
+                config.total_tables, config.table_elements
+            ))
+        })?;
+        Ok(TablePool {
+            slab,
+            stride,
+            elements: config.table_elements,
+            keep_resident: config.table_keep_resident,
+            total: config.total_tables,
+            index: SlotIndex::new(config.total_tables, shards, config.max_unused_warm_slots),
+            in_use: AtomicU32::new(0),
+        })
+    }
+
+    /// Elements a slot holds.
+    pub fn elements(&self) -> u32 {
+        self.elements
+    }
+
+    fn base(&self, index: u32) -> SlotPtr {
+        debug_assert!(index < self.total);
+        // SAFETY: index < total: inside the reservation of total * stride.
+        unsafe { self.slab.ptr().add(index as usize * self.stride) }
+    }
+
+    /// Takes a free slot (zeroed) for a table of `ty`, of size 0.
+    pub fn acquire(&self, ty: &TableType, counters: &Counters) -> Result<TableEntry> {
+        let taken = self.index.acquire(0).ok_or_else(|| {
+            counters.exhausted(Resource::Table);
+            Error::PoolExhausted {
+                resource: Resource::Table,
+                limit: self.total,
+            }
+        })?;
+        self.in_use.fetch_add(1, Ordering::Relaxed);
+        counters.acquired(Resource::Table);
+        counters.resident_sub(taken.state.resident);
+        Ok(TableEntry {
+            size: 0,
+            maximum: Some(ty.maximum.unwrap_or(u32::MAX).min(self.elements)),
+            owner: TableOwner::Pool {
+                index: taken.index,
+                base: self.base(taken.index),
+            },
+        })
+    }
+
+    /// Zeroes the used part and returns the slot.
+    pub fn release(&self, entry: TableEntry, counters: &Counters) {
+        let TableOwner::Pool { index, base } = entry.owner else {
+            unreachable!("pool releases pool tables only")
+        };
+        let used = entry.size as usize * ELEM;
+        let resident = self.keep_resident.min(used);
+        // SAFETY: the store is gone; `[0, used)` is ours and unreferenced.
+        unsafe { std::ptr::write_bytes(base.as_ptr(), 0, resident) };
+        if used > resident {
+            // `resident` is page-aligned and the stride is whole pages, so
+            // the rounded range stays inside this slot.
+            let len = used.next_multiple_of(sys::page_size()) - resident;
+            // SAFETY: inside this slot, unreferenced.
+            if unsafe { sys::decommit(base.add(resident), len) }.is_err() {
+                // SAFETY: as above; zeroing needs no syscall.
+                unsafe { std::ptr::write_bytes(base.as_ptr().add(resident), 0, used - resident) };
+            }
+        }
+        counters.resident_add(resident);
+        self.index.release(index, 0, TableSlotState { resident });
+        self.in_use.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn in_use(&self) -> u32 {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    pub fn unused_warm(&self) -> u32 {
+        self.index.unused_warm()
+    }
+}

@@ -1,0 +1,162 @@
+//! [`PoolingConfig`]: how big the pool is and how it resets slots.
+
+use crate::sys;
+use crate::{Error, Result};
+
+/// Four GiB: the most a 32-bit linear memory can address.
+pub(crate) const FOUR_GIB: usize = 1 << 32;
+
+/// How a [`PoolingInstanceAllocator`](crate::PoolingInstanceAllocator) is
+/// laid out. Defaults follow Wasmtime's `PoolingAllocationConfig`.
+///
+/// | setter | default | meaning |
+/// |---|---|---|
+/// | `total_instances` | 1000 | instances live at once, pool-wide |
+/// | `total_memories` | 1000 | linear-memory slots |
+/// | `total_tables` | 1000 | table slots |
+/// | `max_memories_per_instance` | 1 | memories one instance may have |
+/// | `max_tables_per_instance` | 1 | tables one instance may have |
+/// | `max_memory_size` | 4 GiB | bytes a memory slot can reach (its capacity) |
+/// | `memory_guard_size` | 32 MiB | `PROT_NONE` bytes after each slot |
+/// | `guard_before_memory` | true | a guard before the first slot too, so every slot has one on each side |
+/// | `table_elements` | 20,000 | elements per table slot |
+/// | `memory_keep_resident` | 0 | bytes of a released memory reset with `memset` and kept resident |
+/// | `table_keep_resident` | 0 | the same for tables |
+/// | `max_unused_warm_slots` | 100 | idle previously-used slots kept before cold slots stop being preferred |
+/// | `decommit_batch_size` | 1 | released memories reset together in one batch |
+///
+/// Byte sizes (`max_memory_size`, `memory_guard_size`, both keep-resident
+/// sizes) must be multiples of the host page. Keep-resident sizes larger
+/// than a slot are clamped to the slot.
+#[derive(Clone, Debug)]
+pub struct PoolingConfig {
+    pub(crate) total_instances: u32,
+    pub(crate) total_memories: u32,
+    pub(crate) total_tables: u32,
+    pub(crate) max_memories_per_instance: u32,
+    pub(crate) max_tables_per_instance: u32,
+    pub(crate) max_memory_size: usize,
+    pub(crate) memory_guard_size: usize,
+    pub(crate) guard_before_memory: bool,
+    pub(crate) table_elements: u32,
+    pub(crate) memory_keep_resident: usize,
+    pub(crate) table_keep_resident: usize,
+    pub(crate) max_unused_warm_slots: u32,
+    pub(crate) decommit_batch_size: usize,
+}
+
+impl Default for PoolingConfig {
+    fn default() -> Self {
+        PoolingConfig {
+            total_instances: 1000,
+            total_memories: 1000,
+            total_tables: 1000,
+            max_memories_per_instance: 1,
+            max_tables_per_instance: 1,
+            max_memory_size: FOUR_GIB,
+            memory_guard_size: 32 << 20,
+            guard_before_memory: true,
+            table_elements: 20_000,
+            memory_keep_resident: 0,
+            table_keep_resident: 0,
+            max_unused_warm_slots: 100,
+            decommit_batch_size: 1,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(&mut self, value: $ty) -> &mut Self {
+            self.$name = value;
+            self
+        }
+    )*};
+}
+
+impl PoolingConfig {
+    setters! {
+        /// Instances live at once across the pool (at least 1).
+        total_instances: u32;
+        /// Linear-memory slots in the pool.
+        total_memories: u32;
+        /// Table slots in the pool.
+        total_tables: u32;
+        /// The most memories one instance may have.
+        max_memories_per_instance: u32;
+        /// The most tables one instance may have.
+        max_tables_per_instance: u32;
+        /// Bytes a memory slot can make accessible: its capacity. A memory
+        /// never moves, so this is also the most it can grow to. At most
+        /// 4 GiB, a multiple of the host page.
+        max_memory_size: usize;
+        /// `PROT_NONE` bytes after each memory slot (a multiple of the host
+        /// page). A slot's trailing guard is the next slot's leading guard.
+        memory_guard_size: usize;
+        /// Whether the first slot has a guard before it too, so that every
+        /// slot has one on each side.
+        guard_before_memory: bool;
+        /// Elements (pointer-sized) per table slot.
+        table_elements: u32;
+        /// Bytes at the start of a released memory that are reset with
+        /// `memset` (or restored from its image) and stay resident, instead
+        /// of being released with `madvise`. A multiple of the host page.
+        memory_keep_resident: usize;
+        /// The same as `memory_keep_resident`, for tables.
+        table_keep_resident: usize;
+        /// How many idle, previously used slots may exist before the pool
+        /// stops preferring never-used (cold) slots and reuses the least
+        /// recently used warm one instead.
+        max_unused_warm_slots: u32;
+        /// How many released memories are reset together: their `madvise`
+        /// and `mprotect` calls are merged over contiguous slots. A batch is
+        /// also flushed at once when an acquisition finds no free slot.
+        /// At least 1.
+        decommit_batch_size: usize;
+    }
+
+    /// Checks everything that does not need the OS: the message names the
+    /// field and its value.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let page = sys::page_size();
+        let invalid = |msg: String| Err(Error::InvalidConfig(msg));
+        if self.total_instances == 0 {
+            return invalid("total_instances must be at least 1, got 0".into());
+        }
+        for (name, value) in [
+            ("max_memory_size", self.max_memory_size),
+            ("memory_guard_size", self.memory_guard_size),
+            ("memory_keep_resident", self.memory_keep_resident),
+            ("table_keep_resident", self.table_keep_resident),
+        ] {
+            if value % page != 0 {
+                return invalid(format!(
+                    "{name} must be a multiple of the host page size ({page}), got {value}"
+                ));
+            }
+        }
+        if self.max_memory_size > FOUR_GIB {
+            return invalid(format!(
+                "max_memory_size must be at most 4 GiB ({FOUR_GIB}), got {}",
+                self.max_memory_size
+            ));
+        }
+        if self.max_memories_per_instance > self.total_memories {
+            return invalid(format!(
+                "max_memories_per_instance ({}) exceeds total_memories ({})",
+                self.max_memories_per_instance, self.total_memories
+            ));
+        }
+        if self.max_tables_per_instance > self.total_tables {
+            return invalid(format!(
+                "max_tables_per_instance ({}) exceeds total_tables ({})",
+                self.max_tables_per_instance, self.total_tables
+            ));
+        }
+        if self.decommit_batch_size == 0 {
+            return invalid("decommit_batch_size must be at least 1, got 0".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! [`MemoryImage`]: a memory's initial contents, kept once in a sealed memfd
+//! and mapped copy-on-write into every slot that uses it.
+
+use crate::Result;
+use crate::sys::{self, Mmap};
+use std::fmt;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Initial contents of a linear memory, placed at offset 0.
+///
+/// [`MemoryImage::new`] copies the bytes once into a sealed memfd (padded to
+/// the host page). Instantiating a memory with the image maps that file
+/// `MAP_PRIVATE | MAP_FIXED` over the start of the slot, so the cost does not
+/// depend on the image's size, and a slot keeps the mapping while idle so the
+/// next instance of the same image needs no `mmap` at all. Where a memfd
+/// cannot be created the image falls back to being copied into each slot;
+/// [`MemoryImage::is_mapped`] and the pool's metrics say so.
+pub struct MemoryImage {
+    id: u64,
+    len: usize,
+    source: Source,
+}
+
+enum Source {
+    /// A sealed memfd and a read-only view of it (to restore bytes that a
+    /// reset keeps resident).
+    Mapped { file: memfd::Memfd, view: Mmap },
+    /// The bytes themselves, copied into each slot.
+    Copied(Box<[u8]>),
+}
+
+impl fmt::Debug for MemoryImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryImage")
+            .field("id", &self.id)
+            .field("len", &self.len)
+            .field("mapped", &self.is_mapped())
+            .finish()
+    }
+}
+
+impl MemoryImage {
+    /// An image holding `bytes` at offset 0.
+    ///
+    /// Fails with [`Error::Os`](crate::Error::Os) only if even the copy
+    /// fallback cannot be made (the view of the memfd cannot be mapped).
+    pub fn new(bytes: &[u8]) -> Result<Arc<MemoryImage>> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let source = if bytes.is_empty() {
+            Source::Copied(Box::default())
+        } else {
+            let mapped_len = bytes.len().next_multiple_of(sys::page_size());
+            match sys::sealed_memfd(bytes, mapped_len) {
+                Ok(file) => {
+                    let view = Mmap::file_read_only(file.as_file(), mapped_len)?;
+                    Source::Mapped { file, view }
+                }
+                Err(_) => Source::Copied(bytes.into()),
+            }
+        };
+        Ok(Arc::new(MemoryImage {
+            id,
+            len: bytes.len(),
+            source,
+        }))
+    }
+
+    /// The image's length in bytes, as given.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the image has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the image is mapped copy-on-write (`true`) or copied into
+    /// each slot because no memfd could be made (`false`).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.source, Source::Mapped { .. })
+    }
+
+    /// A process-unique identity, the key of slot affinity.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The bytes a slot holds at `[0, bytes().len())` after instantiation:
+    /// the page-padded file for a mapped image, the bytes for a copied one.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match &self.source {
+            // SAFETY: the view is a read-only mapping of a memfd sealed
+            // against writes: readable and never written.
+            Source::Mapped { view, .. } => unsafe { view.as_slice() },
+            Source::Copied(bytes) => bytes,
+        }
+    }
+
+    /// The file to map, for a mapped image.
+    pub(crate) fn file(&self) -> Option<impl AsFd + '_> {
+        match &self.source {
+            Source::Mapped { file, .. } => Some(file.as_file()),
+            Source::Copied(_) => None,
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Resource limiters: the host's say over every byte and element a tenant
+//! takes, and [`StoreLimits`], the ready-made one.
+
+use crate::Error;
+use std::future::Future;
+use std::pin::Pin;
+
+/// The default per-store cap on instances, memories and tables.
+pub const DEFAULT_STORE_CAP: usize = 10_000;
+
+/// Used by hosts to limit the resources an instance takes within a store.
+///
+/// Installed with [`Store::limiter`](crate::Store::limiter). Memory sizes are
+/// bytes (always multiples of [`WASM_PAGE_SIZE`](crate::WASM_PAGE_SIZE)),
+/// table sizes elements. `maximum` is supplied by the allocator: a pool
+/// passes `Some(min(declared maximum, slot capacity))`.
+///
+/// Growing by zero never calls the limiter. Returning `false` fails the
+/// growth with [`Error::LimiterDenied`] and calls no failure hook; returning
+/// `true` when `desired > maximum` (or when the OS then fails) fails the
+/// growth and calls the matching `*_grow_failed` hook exactly once.
+pub trait ResourceLimiter {
+    /// A linear memory wants to grow from `current` to `desired` bytes.
+    /// Return whether that is permitted.
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> bool;
+
+    /// A table wants to grow from `current` to `desired` elements.
+    /// Return whether that is permitted.
+    fn table_growing(&mut self, current: u32, desired: u32, maximum: Option<u32>) -> bool;
+
+    /// A memory growth that [`memory_growing`](Self::memory_growing)
+    /// permitted failed (past the maximum, or the OS refused).
+    fn memory_grow_failed(&mut self, _error: &Error) {}
+
+    /// A table growth that [`table_growing`](Self::table_growing) permitted
+    /// failed (past the maximum, or out of memory).
+    fn table_grow_failed(&mut self, _error: &Error) {}
+
+    /// The most instances the store may hold. Re-read at each instantiation.
+    fn instances(&self) -> usize {
+        DEFAULT_STORE_CAP
+    }
+
+    /// The most tables the store may hold. Re-read at each instantiation.
+    fn tables(&self) -> usize {
+        DEFAULT_STORE_CAP
+    }
+
+    /// The most linear memories the store may hold. Re-read at each
+    /// instantiation.
+    fn memories(&self) -> usize {
+        DEFAULT_STORE_CAP
+    }
+}
+
+/// A boxed future a [`ResourceLimiterAsync`] returns.
+pub type LimiterFuture<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+
+/// [`ResourceLimiter`] for hosts that must wait to answer (a quota service).
+///
+/// The same protocol; the two growing methods return a future. Installed
+/// with [`Store::limiter_async`](crate::Store::limiter_async) and used by
+/// the `*_async` calls; the synchronous calls block the thread on its futures.
+pub trait ResourceLimiterAsync: Send {
+    /// A linear memory wants to grow from `current` to `desired` bytes.
+    fn memory_growing<'a>(
+        &'a mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> LimiterFuture<'a>;
+
+    /// A table wants to grow from `current` to `desired` elements.
+    fn table_growing<'a>(
+        &'a mut self,
+        current: u32,
+        desired: u32,
+        maximum: Option<u32>,
+    ) -> LimiterFuture<'a>;
+
+    /// A permitted memory growth failed.
+    fn memory_grow_failed(&mut self, _error: &Error) {}
+
+    /// A permitted table growth failed.
+    fn table_grow_failed(&mut self, _error: &Error) {}
+
+    /// The most instances the store may hold.
+    fn instances(&self) -> usize {
+        DEFAULT_STORE_CAP
+    }
+
+    /// The most tables the store may hold.
+    fn tables(&self) -> usize {
+        DEFAULT_STORE_CAP
+    }
+
+    /// The most linear memories the store may hold.
+    fn memories(&self) -> usize {
+        DEFAULT_STORE_CAP
+    }
+}
+
+/// A [`ResourceLimiter`] with fixed limits, built by [`StoreLimitsBuilder`].
+///
+/// It checks only its own limits: each memory's size against
+/// `memory_size`, each table's elements against `table_elements` (reaching a
+/// limit exactly is allowed). Whether `desired` exceeds the allocator's
+/// `maximum` is the allocator's business ([`Error::MaximumExceeded`]).
+/// The default has no size limits and caps of 10,000.
+#[derive(Clone, Debug)]
+pub struct StoreLimits {
+    memory_size: Option<usize>,
+    table_elements: Option<u32>,
+    instances: usize,
+    tables: usize,
+    memories: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            memory_size: None,
+            table_elements: None,
+            instances: DEFAULT_STORE_CAP,
+            tables: DEFAULT_STORE_CAP,
+            memories: DEFAULT_STORE_CAP,
+        }
+    }
+}
+
+impl ResourceLimiter for StoreLimits {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> bool {
+        self.memory_size.is_none_or(|limit| desired <= limit)
+    }
+
+    fn table_growing(&mut self, _current: u32, desired: u32, _maximum: Option<u32>) -> bool {
+        self.table_elements.is_none_or(|limit| desired <= limit)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.tables
+    }
+
+    fn memories(&self) -> usize {
+        self.memories
+    }
+}
+
+impl ResourceLimiterAsync for StoreLimits {
+    fn memory_growing<'a>(
+        &'a mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> LimiterFuture<'a> {
+        let ok = ResourceLimiter::memory_growing(self, current, desired, maximum);
+        Box::pin(std::future::ready(ok))
+    }
+
+    fn table_growing<'a>(
+        &'a mut self,
+        current: u32,
+        desired: u32,
+        maximum: Option<u32>,
+    ) -> LimiterFuture<'a> {
+        let ok = ResourceLimiter::table_growing(self, current, desired, maximum);
+        Box::pin(std::future::ready(ok))
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.tables
+    }
+
+    fn memories(&self) -> usize {
+        self.memories
+    }
+}
+
+/// Builds a [`StoreLimits`]; every setter is optional.
+#[derive(Clone, Debug, Default)]
+pub struct StoreLimitsBuilder(StoreLimits);
+
+impl StoreLimitsBuilder {
+    /// No size limits, caps of 10,000.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The most bytes any one linear memory may grow to.
+    pub fn memory_size(mut self, bytes: usize) -> Self {
+        self.0.memory_size = Some(bytes);
+        self
+    }
+
+    /// The most elements any one table may grow to.
+    pub fn table_elements(mut self, elements: u32) -> Self {
+        self.0.table_elements = Some(elements);
+        self
+    }
+
+    /// The most instances the store may hold.
+    pub fn instances(mut self, limit: usize) -> Self {
+        self.0.instances = limit;
+        self
+    }
+
+    /// The most tables the store may hold.
+    pub fn tables(mut self, limit: usize) -> Self {
+        self.0.tables = limit;
+        self
+    }
+
+    /// The most memories the store may hold.
+    pub fn memories(mut self, limit: usize) -> Self {
+        self.0.memories = limit;
+        self
+    }
+
+    /// The finished limits.
+    pub fn build(self) -> StoreLimits {
+        self.0
+    }
+}

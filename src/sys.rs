@@ -1,0 +1,437 @@
+//! Every syscall the crate makes, and the only `unsafe` that touches the
+//! address space.
+//!
+//! Each wrapper does one thing, returns `io::Result`, and goes through
+//! [`check`], the seam where tests (with the `fault-injection` feature)
+//! count calls and make the n-th one fail. Without the feature the seam
+//! compiles to nothing.
+
+use std::ffi::c_void;
+use std::io;
+use std::os::fd::AsFd;
+use std::ptr::NonNull;
+use std::sync::OnceLock;
+
+use rustix::mm::{Advice, MapFlags, MprotectFlags, ProtFlags};
+
+/// The host page size in bytes.
+pub fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(rustix::param::page_size)
+}
+
+/// The kinds of call the fault seam knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syscall {
+    /// `mmap` (reservations, image mappings, remaps).
+    Mmap,
+    /// `mprotect`.
+    Mprotect,
+    /// `madvise`.
+    Madvise,
+    /// `munmap` (counted, never failed: it only runs in `Drop`).
+    Munmap,
+    /// `memfd_create` and the sealing/sizing calls on the memfd.
+    Memfd,
+}
+
+#[cfg(feature = "fault-injection")]
+pub mod fault {
+    //! Test-only seam (feature `fault-injection`): per-thread syscall counts
+    //! and failure injection. Counts and failures are per thread so tests
+    //! running side by side do not see each other.
+
+    use super::Syscall;
+    use std::cell::Cell;
+    use std::io;
+
+    /// How many calls of each kind this thread has made since [`reset`].
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SyscallCounts {
+        /// `mmap` calls.
+        pub mmap: u64,
+        /// `mprotect` calls.
+        pub mprotect: u64,
+        /// `madvise` calls.
+        pub madvise: u64,
+        /// `munmap` calls.
+        pub munmap: u64,
+        /// memfd calls.
+        pub memfd: u64,
+    }
+
+    impl SyscallCounts {
+        /// Calls that can fail (everything but `munmap`).
+        pub fn fallible(&self) -> u64 {
+            self.mmap + self.mprotect + self.madvise + self.memfd
+        }
+    }
+
+    thread_local! {
+        static COUNTS: Cell<SyscallCounts> = const { Cell::new(SyscallCounts {
+            mmap: 0, mprotect: 0, madvise: 0, munmap: 0, memfd: 0,
+        }) };
+        static FAIL_IN: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// This thread's counts.
+    pub fn counts() -> SyscallCounts {
+        COUNTS.with(|c| c.get())
+    }
+
+    /// Zero this thread's counts and cancel any pending failure.
+    pub fn reset() {
+        COUNTS.with(|c| c.set(SyscallCounts::default()));
+        FAIL_IN.with(|f| f.set(0));
+    }
+
+    /// Make the `n`-th fallible call from now on (1-based) on this thread
+    /// fail with `ENOMEM`; `0` cancels.
+    pub fn fail_nth(n: u64) {
+        FAIL_IN.with(|f| f.set(n));
+    }
+
+    /// Whether the failure set by [`fail_nth`] has not happened yet.
+    pub fn pending() -> bool {
+        FAIL_IN.with(|f| f.get() != 0)
+    }
+
+    pub(super) fn check(op: Syscall) -> io::Result<()> {
+        COUNTS.with(|c| {
+            let mut v = c.get();
+            match op {
+                Syscall::Mmap => v.mmap += 1,
+                Syscall::Mprotect => v.mprotect += 1,
+                Syscall::Madvise => v.madvise += 1,
+                Syscall::Munmap => v.munmap += 1,
+                Syscall::Memfd => v.memfd += 1,
+            }
+            c.set(v);
+        });
+        if op == Syscall::Munmap {
+            return Ok(());
+        }
+        FAIL_IN.with(|f| match f.get() {
+            0 => Ok(()),
+            1 => {
+                f.set(0);
+                Err(io::Error::from_raw_os_error(
+                    rustix::io::Errno::NOMEM.raw_os_error(),
+                ))
+            }
+            n => {
+                f.set(n - 1);
+                Ok(())
+            }
+        })
+    }
+}
+
+#[inline(always)]
+fn check(_op: Syscall) -> io::Result<()> {
+    #[cfg(feature = "fault-injection")]
+    fault::check(_op)?;
+    Ok(())
+}
+
+/// A pointer into a mapping owned by the pool or by a store.
+///
+/// It is only an address; whoever holds the slot it points into decides
+/// who may touch the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotPtr(NonNull<u8>);
+
+// SAFETY: a `SlotPtr` is a plain address into a mapping that outlives every
+// handle to it (the pool's slab, or a store's own reservation). Access to the
+// bytes is governed by slot ownership (one store holds a slot at a time) and
+// by Rust borrows of that store, not by the thread the address is on.
+unsafe impl Send for SlotPtr {}
+// SAFETY: as above; sharing the address shares no access by itself.
+unsafe impl Sync for SlotPtr {}
+
+impl SlotPtr {
+    /// The address.
+    pub fn as_ptr(self) -> *mut u8 {
+        self.0.as_ptr()
+    }
+
+    /// The address `offset` bytes further on.
+    ///
+    /// # Safety
+    /// `offset` stays within the mapping this pointer points into.
+    pub unsafe fn add(self, offset: usize) -> SlotPtr {
+        // SAFETY: the caller keeps the result inside the same mapping, so it
+        // cannot wrap or become null.
+        SlotPtr(unsafe { NonNull::new_unchecked(self.0.as_ptr().add(offset)) })
+    }
+}
+
+/// An owned mapping, unmapped on drop.
+#[derive(Debug)]
+pub struct Mmap {
+    ptr: SlotPtr,
+    len: usize,
+}
+
+impl Mmap {
+    /// Reserves `len` bytes of address space: `PROT_NONE`, `MAP_NORESERVE`,
+    /// so it costs neither memory nor commit charge until made accessible.
+    ///
+    /// # References
+    /// mmap(2)
+    pub fn reserve(len: usize) -> io::Result<Mmap> {
+        Self::anonymous(len, ProtFlags::empty())
+    }
+
+    /// Maps `len` bytes read-write, `MAP_NORESERVE`: pages are allocated
+    /// (zeroed) on first touch.
+    pub fn read_write(len: usize) -> io::Result<Mmap> {
+        Self::anonymous(len, ProtFlags::READ | ProtFlags::WRITE)
+    }
+
+    fn anonymous(len: usize, prot: ProtFlags) -> io::Result<Mmap> {
+        if len == 0 {
+            return Ok(Mmap {
+                ptr: SlotPtr(NonNull::dangling()),
+                len: 0,
+            });
+        }
+        check(Syscall::Mmap)?;
+        // SAFETY: a fresh mapping at an address the kernel chooses cannot
+        // alias any existing Rust object.
+        let ptr = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )?
+        };
+        Ok(Mmap {
+            ptr: SlotPtr(NonNull::new(ptr.cast()).expect("mmap returned null")),
+            len,
+        })
+    }
+
+    /// Maps the first `len` bytes of `fd` read-only and shared: a view of
+    /// a memory image's contents that costs no copy.
+    pub fn file_read_only(fd: impl AsFd, len: usize) -> io::Result<Mmap> {
+        if len == 0 {
+            return Ok(Mmap {
+                ptr: SlotPtr(NonNull::dangling()),
+                len: 0,
+            });
+        }
+        check(Syscall::Mmap)?;
+        // SAFETY: a fresh mapping at a kernel-chosen address aliases nothing;
+        // the file is sealed against writes, so the view never changes.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )?
+        };
+        Ok(Mmap {
+            ptr: SlotPtr(NonNull::new(ptr.cast()).expect("mmap returned null")),
+            len,
+        })
+    }
+
+    /// The start of the mapping.
+    pub fn ptr(&self) -> SlotPtr {
+        self.ptr
+    }
+
+    /// The mapping as bytes.
+    ///
+    /// # Safety
+    /// The mapping is readable over its whole length (a read-only file
+    /// view, or a read-write mapping) and nobody writes it meanwhile.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the caller promises the whole mapping is readable and not
+        // written while the borrow of `self` lasts.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        let _ = check(Syscall::Munmap);
+        // SAFETY: this `Mmap` owns the range and every handle into it
+        // (slots, stores, image views) is gone or keeps the owner alive.
+        let r = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+        debug_assert!(r.is_ok(), "munmap failed: {r:?}");
+    }
+}
+
+/// Makes `[ptr, ptr + len)` readable and writable. Adding access sends no
+/// TLB shootdown.
+///
+/// # Safety
+/// The range lies inside a mapping owned by the caller's slot.
+///
+/// # References
+/// mprotect(2)
+pub unsafe fn protect_read_write(ptr: SlotPtr, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    check(Syscall::Mprotect)?;
+    // SAFETY: the caller owns the range; widening access invalidates no
+    // reference.
+    unsafe {
+        rustix::mm::mprotect(
+            ptr.as_ptr().cast::<c_void>(),
+            len,
+            MprotectFlags::READ | MprotectFlags::WRITE,
+        )?
+    };
+    Ok(())
+}
+
+/// Makes `[ptr, ptr + len)` inaccessible (`PROT_NONE`): every access faults.
+///
+/// # Safety
+/// The range lies inside a mapping the caller owns, and no live Rust
+/// reference points into it.
+///
+/// # References
+/// mprotect(2)
+pub unsafe fn protect_none(ptr: SlotPtr, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    check(Syscall::Mprotect)?;
+    // SAFETY: the caller owns the range and holds no reference into it.
+    unsafe { rustix::mm::mprotect(ptr.as_ptr().cast::<c_void>(), len, MprotectFlags::empty())? };
+    Ok(())
+}
+
+/// Throws away the pages of `[ptr, ptr + len)` (`MADV_DONTNEED`): anonymous
+/// pages read as zero afterwards, pages of a private file mapping read as
+/// the file again. The range stays mapped.
+///
+/// # Safety
+/// The range lies inside a private mapping the caller owns, and no live
+/// Rust reference points into it.
+///
+/// # References
+/// madvise(2)
+pub unsafe fn decommit(ptr: SlotPtr, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    check(Syscall::Madvise)?;
+    // SAFETY: the caller owns the range and holds no reference into it.
+    unsafe { rustix::mm::madvise(ptr.as_ptr().cast::<c_void>(), len, Advice::LinuxDontNeed)? };
+    Ok(())
+}
+
+/// Maps the first `len` bytes of `fd` copy-on-write (`MAP_PRIVATE |
+/// MAP_FIXED`, read-write) over `[ptr, ptr + len)`, replacing what was there.
+///
+/// # Safety
+/// The range lies inside a reservation the caller owns, and no live Rust
+/// reference points into it.
+///
+/// # References
+/// mmap(2)
+pub unsafe fn map_file_private_fixed(ptr: SlotPtr, len: usize, fd: impl AsFd) -> io::Result<()> {
+    check(Syscall::Mmap)?;
+    // SAFETY: MAP_FIXED replaces only the caller's own range, which nothing
+    // references.
+    unsafe {
+        rustix::mm::mmap(
+            ptr.as_ptr().cast(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE | MapFlags::FIXED,
+            fd,
+            0,
+        )?
+    };
+    Ok(())
+}
+
+/// Replaces `[ptr, ptr + len)` with fresh anonymous `PROT_NONE`,
+/// `MAP_NORESERVE` memory: drops an image mapping and all its pages.
+///
+/// # Safety
+/// The range lies inside a reservation the caller owns, and no live Rust
+/// reference points into it.
+///
+/// # References
+/// mmap(2)
+pub unsafe fn map_anonymous_none_fixed(ptr: SlotPtr, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    check(Syscall::Mmap)?;
+    // SAFETY: MAP_FIXED replaces only the caller's own range, which nothing
+    // references.
+    unsafe {
+        rustix::mm::mmap_anonymous(
+            ptr.as_ptr().cast(),
+            len,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE,
+        )?
+    };
+    Ok(())
+}
+
+/// Creates a sealed memfd holding `bytes`, zero-padded to `len`: the
+/// backing file of a copy-on-write memory image. Sealed against writes,
+/// growth and shrinking, so every mapping of it sees the same bytes forever.
+///
+/// # References
+/// memfd_create(2), fcntl(2) `F_ADD_SEALS`
+pub fn sealed_memfd(bytes: &[u8], len: usize) -> io::Result<memfd::Memfd> {
+    use memfd::{FileSeal, MemfdOptions};
+    use std::io::Write;
+
+    let to_io = |e: memfd::Error| match e {
+        memfd::Error::Create(e) | memfd::Error::AddSeals(e) | memfd::Error::GetSeals(e) => e,
+    };
+    check(Syscall::Memfd)?;
+    let fd = MemfdOptions::new()
+        .allow_sealing(true)
+        .create("instance-pool-image")
+        .map_err(to_io)?;
+    let mut file = fd.as_file();
+    file.set_len(len as u64)?;
+    file.write_all(bytes)?;
+    fd.add_seals(&[
+        FileSeal::SealGrow,
+        FileSeal::SealShrink,
+        FileSeal::SealWrite,
+        FileSeal::SealSeal,
+    ])
+    .map_err(to_io)?;
+    Ok(fd)
+}
+
+/// The number of lines in `/proc/self/maps`: the kernel mappings (VMAs)
+/// this process uses now.
+pub fn mapping_count() -> io::Result<usize> {
+    Ok(std::fs::read_to_string("/proc/self/maps")?.lines().count())
+}
+
+/// `vm.max_map_count`: the most mappings a process may have.
+pub fn max_map_count() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
