@@ -13,6 +13,17 @@ pub enum Resource {
     Table,
 }
 
+impl Resource {
+    /// The plural noun: "instances", "memories", "tables".
+    pub fn plural(&self) -> &'static str {
+        match self {
+            Resource::Instance => "instances",
+            Resource::Memory => "memories",
+            Resource::Table => "tables",
+        }
+    }
+}
+
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -32,7 +43,7 @@ impl fmt::Display for Resource {
 #[non_exhaustive]
 pub enum Error {
     /// Every slot of this kind in the pool is taken.
-    #[error("maximum concurrent limit of {limit} for {resource}s reached")]
+    #[error("maximum concurrent limit of {limit} for {} reached", resource.plural())]
     PoolExhausted {
         /// The slot kind that ran out.
         resource: Resource,
@@ -42,7 +53,7 @@ pub enum Error {
     /// The store's own cap on the number of instances, memories or tables
     /// (from [`ResourceLimiter::instances`](crate::ResourceLimiter::instances)
     /// and friends) would be exceeded.
-    #[error("store limit of {limit} {resource}s exceeded")]
+    #[error("store limit of {limit} {} exceeded", resource.plural())]
     StoreLimit {
         /// What was counted.
         resource: Resource,

@@ -128,6 +128,24 @@ impl Default for StoreLimits {
     }
 }
 
+impl StoreLimits {
+    /// The instance cap (also what both limiter traits report; inherent so
+    /// that calling it is not ambiguous when both traits are in scope).
+    pub fn instances(&self) -> usize {
+        self.instances
+    }
+
+    /// The table cap.
+    pub fn tables(&self) -> usize {
+        self.tables
+    }
+
+    /// The memory cap.
+    pub fn memories(&self) -> usize {
+        self.memories
+    }
+}
+
 impl ResourceLimiter for StoreLimits {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> bool {
         self.memory_size.is_none_or(|limit| desired <= limit)
