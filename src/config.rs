@@ -21,7 +21,7 @@ pub(crate) const FOUR_GIB: usize = 1 << 32;
 /// | `guard_before_memory` | true | a guard before the first slot too, so every slot has one on each side |
 /// | `table_elements` | 20,000 | elements per table slot |
 /// | `memory_keep_resident` | 0 | bytes of a released memory reset with `memset` and kept resident |
-/// | `table_keep_resident` | 0 | the same for tables |
+/// | `table_keep_resident` | 0 | the same for tables (the first host page is always zeroed in place) |
 /// | `max_unused_warm_slots` | 100 | idle previously-used slots kept before cold slots stop being preferred |
 /// | `decommit_batch_size` | 1 | released memories reset together in one batch |
 ///

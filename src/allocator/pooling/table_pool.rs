@@ -11,7 +11,8 @@
 //!
 //! Elements are only reached through bounds-checked calls, so tables need
 //! no guard pages. A released table's used elements are zeroed: with
-//! `memset` up to `table_keep_resident` bytes, with `madvise` beyond.
+//! `memset` up to `table_keep_resident` bytes (at least the first host
+//! page: a small table is never worth a syscall), with `madvise` beyond.
 
 use super::index::SlotIndex;
 use super::metrics::Counters;
@@ -108,7 +109,9 @@ impl TablePool {
             unreachable!("pool releases pool tables only")
         };
         let used = entry.size as usize * ELEM;
-        let resident = self.keep_resident.min(used);
+        // Zeroing less than a page by hand always beats `madvise` (a
+        // syscall, a shootdown, then a page fault on reuse).
+        let resident = self.keep_resident.max(sys::page_size()).min(used);
         // SAFETY: the store is gone; `[0, used)` is ours and unreferenced.
         unsafe { std::ptr::write_bytes(base.as_ptr(), 0, resident) };
         if used > resident {
