@@ -1,0 +1,338 @@
+//! Many tenants at once on a pool too small for them: 4 threads, 3 memory
+//! and 3 table slots. Each tenant checks its slots came clean (zeroes or
+//! its image), marks every byte and element as its own, lets the others
+//! run, and checks it still sees only its own marks before leaving. At the
+//! end nothing is in use, every refusal was a `PoolExhausted` naming the
+//! configured total, and the pool's counters agree with what the threads
+//! saw.
+
+use instance_pool::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+
+const THREADS: usize = 4;
+const INSTANCES: u32 = 4;
+const MEMORIES: u32 = 3;
+const TABLES: u32 = 3;
+const SLOT: usize = 4 * WASM_PAGE_SIZE;
+const TABLE_ELEMENTS: u32 = 600;
+/// The limiter lets a memory reach 3 of the slot's 4 pages.
+const LIMIT_PAGES: u64 = 3;
+
+/// What the threads saw, summed.
+#[derive(Default)]
+struct Seen {
+    cycles: AtomicU64,
+    instantiated: AtomicU64,
+    exhausted: [AtomicU64; 3],
+    denied: AtomicU64,
+}
+
+fn resource_index(r: Resource) -> usize {
+    match r {
+        Resource::Instance => 0,
+        Resource::Memory => 1,
+        Resource::Table => 2,
+    }
+}
+
+/// A small xorshift: the tests need variety, not quality.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+struct Layouts {
+    /// `(layout, image bytes)`.
+    all: Vec<(InstanceLayout, Vec<u8>)>,
+}
+
+fn layouts() -> Layouts {
+    let a: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8 + 1).collect();
+    let b: Vec<u8> = vec![0xB0; WASM_PAGE_SIZE];
+    let ty = MemoryType::new(1, None);
+    let table = TableType::new(8, None);
+    let with = |bytes: &[u8]| {
+        InstanceLayout::new()
+            .memory_with_image(ty, MemoryImage::new(bytes).unwrap())
+            .table(table)
+    };
+    Layouts {
+        all: vec![
+            (InstanceLayout::new().memory(ty).table(table), Vec::new()),
+            (with(&a), a.clone()),
+            (with(&b), b.clone()),
+            // Two pages, the image in the first.
+            (
+                InstanceLayout::new()
+                    .memory_with_image(MemoryType::new(2, Some(4)), MemoryImage::new(&a).unwrap())
+                    .table(TableType::new(0, Some(TABLE_ELEMENTS))),
+                a,
+            ),
+        ],
+    }
+}
+
+fn config(batch: usize, keep_resident: usize) -> PoolingConfig {
+    let mut c = PoolingConfig::default();
+    c.total_instances(INSTANCES)
+        .total_memories(MEMORIES)
+        .total_tables(TABLES)
+        .max_memory_size(SLOT)
+        .memory_guard_size(64 << 10)
+        .table_elements(TABLE_ELEMENTS)
+        .memory_keep_resident(keep_resident)
+        .table_keep_resident(4096)
+        .max_unused_warm_slots(1)
+        .decommit_batch_size(batch);
+    c
+}
+
+fn limits() -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(LIMIT_PAGES as usize * WASM_PAGE_SIZE)
+        .build()
+}
+
+/// Checks an error is an exhaustion naming its configured total, and
+/// counts it.
+fn count_exhaustion(e: Error, seen: &Seen) {
+    match e {
+        Error::PoolExhausted { resource, limit } => {
+            let total = match resource {
+                Resource::Instance => INSTANCES,
+                Resource::Memory => MEMORIES,
+                Resource::Table => TABLES,
+            };
+            assert_eq!(limit, total, "{resource:?} exhausted with the wrong limit");
+            seen.exhausted[resource_index(resource)].fetch_add(1, Ordering::Relaxed);
+        }
+        other => panic!("instantiate failed with {other:?}, not PoolExhausted"),
+    }
+}
+
+/// One tenant's life: instantiate, check clean, mark, let others run,
+/// check own marks, leave.
+fn tenant(
+    pool: &PoolingInstanceAllocator,
+    layouts: &Layouts,
+    rng: &mut Rng,
+    marker: u64,
+    seen: &Seen,
+) -> bool {
+    seen.cycles.fetch_add(1, Ordering::Relaxed);
+    let (layout, image) = &layouts.all[rng.below(layouts.all.len() as u64) as usize];
+    let mut store = Store::new(pool, limits());
+    store.limiter(|l| l);
+    let inst = match store.instantiate(layout) {
+        Ok(i) => i,
+        Err(e) => {
+            count_exhaustion(e, seen);
+            // Let a holder finish, so that every thread gets slots too.
+            std::thread::yield_now();
+            return false;
+        }
+    };
+    seen.instantiated.fetch_add(1, Ordering::Relaxed);
+    let m = inst.memory(&store, 0).unwrap();
+    let t = inst.table(&store, 0).unwrap();
+
+    // Found clean.
+    let data = m.data(&store);
+    assert_eq!(&data[..image.len()], image.as_slice(), "image not intact");
+    if let Some(at) = data[image.len()..].iter().position(|&b| b != 0) {
+        panic!(
+            "tenant {marker:#x} found {:#x} at byte {} of a fresh memory",
+            data[image.len() + at],
+            image.len() + at
+        );
+    }
+    for i in 0..t.size(&store) {
+        assert_eq!(t.get(&store, i), Some(0), "fresh table element {i}");
+    }
+
+    // Grow: the limiter has the last word past LIMIT_PAGES.
+    let pages = m.size(&store);
+    let delta = rng.below(3);
+    match m.grow(&mut store, delta) {
+        Ok(old) => {
+            assert_eq!(old, pages);
+            assert!(pages + delta <= LIMIT_PAGES);
+        }
+        Err(Error::LimiterDenied {
+            resource: Resource::Memory,
+            desired,
+        }) => {
+            assert!(pages + delta > LIMIT_PAGES);
+            assert_eq!(desired, (pages + delta) as usize * WASM_PAGE_SIZE);
+            assert_eq!(m.size(&store), pages);
+            seen.denied.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => panic!("grow failed with {e:?}"),
+    }
+    assert!(
+        m.data(&store)
+            .iter()
+            .skip(pages as usize * WASM_PAGE_SIZE)
+            .all(|&b| b == 0)
+    );
+    let grown = t.size(&store);
+    let add = rng.below(64) as u32;
+    assert_eq!(t.grow(&mut store, add, 0).unwrap(), grown);
+
+    // Mark everything as ours.
+    let bytes = marker.to_le_bytes();
+    for chunk in m.data_mut(&mut store).chunks_exact_mut(8) {
+        chunk.copy_from_slice(&bytes);
+    }
+    let elements = t.size(&store);
+    for i in 0..elements {
+        t.set(&mut store, i, marker as usize).unwrap();
+    }
+
+    std::thread::yield_now();
+
+    // Still only ours.
+    for (i, chunk) in m.data(&store).chunks_exact(8).enumerate() {
+        assert_eq!(
+            chunk,
+            bytes,
+            "tenant {marker:#x} sees a foreign mark at byte {}",
+            i * 8
+        );
+    }
+    for i in 0..elements {
+        assert_eq!(t.get(&store, i), Some(marker as usize));
+    }
+    drop(store);
+    // Leave a window in which the slot is free for the others.
+    std::thread::yield_now();
+    true
+}
+
+fn run(total_cycles: usize, batch: usize, keep_resident: usize) {
+    let pool = PoolingInstanceAllocator::new(&config(batch, keep_resident)).unwrap();
+    let layouts = Arc::new(layouts());
+    let seen = Arc::new(Seen::default());
+    let start = Arc::new(Barrier::new(THREADS));
+    let per_thread = total_cycles / THREADS;
+    let threads: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let (pool, layouts, seen, start) =
+                (pool.clone(), layouts.clone(), seen.clone(), start.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (thread as u64 + 1) * 0x1234_5678);
+                // First, all at once, each holding its tenant until all
+                // have tried: with 3 memories for 4 threads, exactly one is
+                // refused.
+                let mut store = Store::new(&pool, limits());
+                store.limiter(|l| l);
+                start.wait();
+                seen.cycles.fetch_add(1, Ordering::Relaxed);
+                match store.instantiate(&layouts.all[0].0) {
+                    Ok(_) => {
+                        seen.instantiated.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => count_exhaustion(e, &seen),
+                }
+                start.wait();
+                drop(store);
+                start.wait();
+                for cycle in 1..per_thread {
+                    let marker = ((thread as u64 + 1) << 48) | cycle as u64;
+                    tenant(&pool, &layouts, &mut rng, marker, &seen);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+
+    let m = pool.metrics();
+    assert_eq!(
+        (m.instances_in_use, m.memories_in_use, m.tables_in_use),
+        (0, 0, 0),
+        "{m:?}"
+    );
+    let exhausted: Vec<u64> = seen
+        .exhausted
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .collect();
+    assert_eq!(
+        [
+            m.instances_exhausted,
+            m.memories_exhausted,
+            m.tables_exhausted
+        ],
+        exhausted.as_slice(),
+        "{m:?}"
+    );
+    assert!(exhausted[1] >= 1, "the opening round must exhaust memories");
+    assert_eq!(exhausted[0], 0, "4 instances for 4 threads never run out");
+    let cycles = seen.cycles.load(Ordering::Relaxed);
+    assert_eq!(cycles, (per_thread * THREADS) as u64);
+    assert_eq!(
+        seen.instantiated.load(Ordering::Relaxed) + exhausted.iter().sum::<u64>(),
+        cycles
+    );
+    assert_eq!(m.limiter_denials, seen.denied.load(Ordering::Relaxed));
+
+    // And the pool is whole: every slot can be taken at once, clean.
+    pool.flush_decommits();
+    let stores: Vec<_> = (0..MEMORIES)
+        .map(|_| {
+            let mut s = Store::new(&pool, ());
+            let i = s.instantiate(&layouts.all[0].0).unwrap();
+            let mem = i.memory(&s, 0).unwrap();
+            assert!(mem.data(&s).iter().all(|&b| b == 0));
+            s
+        })
+        .collect();
+    let mut extra = Store::new(&pool, ());
+    assert!(matches!(
+        extra.instantiate(&layouts.all[0].0),
+        Err(Error::PoolExhausted {
+            resource: Resource::Memory,
+            limit: MEMORIES
+        })
+    ));
+    drop(stores);
+    let m = pool.metrics();
+    assert_eq!(
+        (m.instances_in_use, m.memories_in_use, m.tables_in_use),
+        (0, 0, 0)
+    );
+}
+
+#[test]
+fn four_threads_short_batch_1() {
+    run(2_000, 1, 64 << 10);
+}
+
+#[test]
+fn four_threads_short_batched_resets() {
+    run(2_000, 2, 0);
+}
+
+#[test]
+#[ignore = "long: 50,000 cycles; run with --ignored"]
+fn four_threads_50k_cycles_batch_1() {
+    run(50_000, 1, 64 << 10);
+}
+
+#[test]
+#[ignore = "long: 50,000 cycles; run with --ignored"]
+fn four_threads_50k_cycles_batched_resets() {
+    run(50_000, 2, 0);
+}
