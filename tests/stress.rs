@@ -230,7 +230,7 @@ fn run(total_cycles: usize, batch: usize, keep_resident: usize) {
             let (pool, layouts, seen, start) =
                 (pool.clone(), layouts.clone(), seen.clone(), start.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (thread as u64 + 1) * 0x1234_5678);
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((thread as u64 + 1) * 0x1234_5678));
                 // First, all at once, each holding its tenant until all
                 // have tried: with 3 memories for 4 threads, exactly one is
                 // refused.
