@@ -250,11 +250,19 @@ fn cycle_threads(c: &mut Criterion) {
     let default = pool(16, |_| {});
     let batched = batched_pool();
     let on_demand = OnDemandInstanceAllocator::default();
-    let rows: [(&str, &(dyn Fn() + Sync)); 4] = [
+    thread_local! {
+        static RAW: std::cell::RefCell<Option<raw::Slot>> = const { std::cell::RefCell::new(None) };
+    }
+    let bytes = [7u8; 4 * KIB];
+    let raw_cycle =
+        || RAW.with_borrow_mut(|slot| slot.get_or_insert_with(|| raw::Slot::new(&bytes)).cycle());
+    let rows: [(&str, &(dyn Fn() + Sync)); 5] = [
         ("pool_keep_resident", &|| tenant_cycle(&keep, &layout)),
         ("pool_default", &|| tenant_cycle(&default, &layout)),
         ("pool_batched", &|| tenant_cycle(&batched, &layout)),
         ("on_demand", &|| tenant_cycle(&on_demand, &layout)),
+        // Each thread its own hand-written slot (made on first use).
+        ("raw_memset_madvise", &raw_cycle),
     ];
     for threads in [1usize, 2] {
         // One iteration = one tenant cycle on every thread.

@@ -43,7 +43,8 @@ usage: cargo run --release --example density -- [options]
                           during the first half)
   --image-size BYTES      memory image size (default 4096; K/M/G suffixes ok)
   --keep-resident BYTES   memory_keep_resident and table_keep_resident of
-                          the pool (default 1M; a multiple of the host page)
+                          the pool (default 0, the pool's default: released
+                          pages are discarded; a multiple of the host page)
   --on-demand             use OnDemandInstanceAllocator instead of the pool
                           (the baseline: an mmap per memory)
   --out FILE.svg          also write a chart of latency percentiles against
@@ -90,7 +91,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         threads: cores.min(2),
         seconds: 10.0,
         image_size: 4096,
-        keep_resident: 1 << 20,
+        keep_resident: 0,
         on_demand: false,
         out: None,
     };
@@ -758,7 +759,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("density: {e}\n\n{USAGE}");
+            eprintln!("density: {e} (see --help)");
             return ExitCode::from(2);
         }
     };
