@@ -506,3 +506,34 @@ fn store_caps_of_zero_are_store_limit_and_take_nothing() {
         assert_eq!(pool.metrics(), PoolMetrics::default());
     }
 }
+
+/// A table slot of `u32::MAX` elements holding a table of `u32::MAX - 1`:
+/// growing by 2 overflows `u32`. No OS call is involved, so the answer must
+/// not be `Error::Os`; the size the limiter saw (saturated to `u32::MAX`)
+/// cannot be reached, which is `MaximumExceeded`.
+#[test]
+#[ignore = "BUG: a table grow whose size overflows u32 fails with Error::Os (no OS call failed) instead of MaximumExceeded"]
+fn table_grow_overflowing_u32_is_maximum_exceeded_not_os() {
+    let mut c = small_config();
+    c.total_tables(1).table_elements(u32::MAX);
+    let pool = PoolingInstanceAllocator::new(&c).unwrap();
+    let mut store = Store::new(&pool, Recorder::default());
+    store.limiter(|r| r);
+    let i = store
+        .instantiate(&InstanceLayout::new().table(TableType::new(u32::MAX - 1, None)))
+        .unwrap();
+    let t = i.table(&store, 0).unwrap();
+    store.data().0.lock().unwrap().clear();
+    match t.grow(&mut store, 2, 0) {
+        Err(Error::MaximumExceeded {
+            resource: Resource::Table,
+            desired,
+            ..
+        }) => assert_eq!(desired, u32::MAX as usize),
+        other => panic!("expected MaximumExceeded, got {other:?}"),
+    }
+    assert_eq!(t.size(&store), u32::MAX - 1);
+    let calls = store.data().0.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls[1].starts_with("table_grow_failed("), "{calls:?}");
+}
