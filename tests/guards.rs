@@ -393,3 +393,128 @@ fn write_at_last_byte_of_old_size_after_reuse_faults() {
         || reuse_smaller(MIB, 1, true, (16 - 2) * PAGE as isize - 1),
     );
 }
+
+// ---- refused and failed grows leave the end where it was ----
+
+/// A limiter that refuses everything past 2 pages.
+struct TwoPages;
+
+impl ResourceLimiter for TwoPages {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> bool {
+        desired <= 2 * PAGE
+    }
+    fn table_growing(&mut self, _current: u32, _desired: u32, _max: Option<u32>) -> bool {
+        true
+    }
+}
+
+/// `how`: 0 the limiter refuses, 1 past the slot (`MaximumExceeded`),
+/// 2 the OS fails (`mprotect` made to fail through the fault seam).
+fn after_refused_grow(how: u8, delta: isize) -> *mut u8 {
+    let pool = PoolingInstanceAllocator::new(&config(1)).unwrap();
+    let mut store = Store::new(&pool, TwoPages);
+    store.limiter(|l| l);
+    let inst = store
+        .instantiate(&InstanceLayout::new().memory(MemoryType::new(2, None)))
+        .unwrap();
+    let m = inst.memory(&store, 0).unwrap();
+    let result = match how {
+        0 => m.grow(&mut store, 1),
+        1 => {
+            store.limiter(|_| Box::leak(Box::new(StoreLimits::default())));
+            m.grow(&mut store, 15)
+        }
+        _ => {
+            store.limiter(|_| Box::leak(Box::new(StoreLimits::default())));
+            instance_pool::fault::reset();
+            instance_pool::fault::fail_nth(1);
+            let r = m.grow(&mut store, 1);
+            assert!(!instance_pool::fault::pending(), "grow made no syscall");
+            r
+        }
+    };
+    match (how, &result) {
+        (0, Err(Error::LimiterDenied { .. }))
+        | (1, Err(Error::MaximumExceeded { .. }))
+        | (2, Err(Error::Os(_))) => {}
+        _ => panic!("unexpected grow result {result:?}"),
+    }
+    let size = m.data_size(&store);
+    assert_eq!(size, 2 * PAGE);
+    std::mem::forget(pool);
+    let base = m.data_ptr(&store);
+    std::mem::forget(store);
+    base.wrapping_offset(size as isize + delta)
+}
+
+#[test]
+fn write_at_data_size_after_denied_grow_faults() {
+    run(
+        "write_at_data_size_after_denied_grow_faults",
+        Expect::Fault,
+        || after_refused_grow(0, 0),
+    );
+}
+
+#[test]
+fn write_at_data_size_after_grow_past_slot_faults() {
+    run(
+        "write_at_data_size_after_grow_past_slot_faults",
+        Expect::Fault,
+        || after_refused_grow(1, 0),
+    );
+}
+
+#[test]
+fn write_at_data_size_after_failed_grow_faults() {
+    run(
+        "write_at_data_size_after_failed_grow_faults",
+        Expect::Fault,
+        || after_refused_grow(2, 0),
+    );
+}
+
+#[test]
+fn write_before_data_size_after_failed_grow_does_not_fault() {
+    run(
+        "write_before_data_size_after_failed_grow_does_not_fault",
+        Expect::NoFault,
+        || after_refused_grow(2, -1),
+    );
+}
+
+// ---- a memory of 0 pages has no accessible byte ----
+
+fn empty_memory(reuse: bool) -> *mut u8 {
+    let mut c = config(1);
+    c.memory_keep_resident(MIB);
+    let pool = PoolingInstanceAllocator::new(&c).unwrap();
+    if reuse {
+        // The previous tenant leaves the whole slot resident and read-write.
+        let (mut first, m) = tenant(&pool, 16, None);
+        m.data_mut(&mut first).fill(1);
+        drop(first);
+    }
+    let (store, m) = tenant(&pool, 0, None);
+    assert_eq!(m.data_size(&store), 0);
+    std::mem::forget(pool);
+    addr(store, m, 0)
+}
+
+#[test]
+fn write_to_base_of_empty_memory_faults() {
+    run(
+        "write_to_base_of_empty_memory_faults",
+        Expect::Fault,
+        || empty_memory(false),
+    );
+}
+
+#[test]
+fn write_to_base_of_empty_memory_in_reused_resident_slot_faults() {
+    run(
+        "write_to_base_of_empty_memory_in_reused_resident_slot_faults",
+        Expect::Fault,
+        || empty_memory(true),
+    );
+}

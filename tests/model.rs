@@ -317,7 +317,7 @@ struct Knobs {
 
 fn knobs() -> impl Strategy<Value = Knobs> {
     (
-        prop::sample::select(vec![0, 64 << 10, 192 << 10, SLOT]),
+        prop::sample::select(vec![0, 4096, 64 << 10, 192 << 10, SLOT]),
         prop::sample::select(vec![0, 4096, 8192]),
         prop::sample::select(vec![1, 2, 5]),
         prop::sample::select(vec![0, 1, 100]),
