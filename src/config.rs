@@ -24,6 +24,7 @@ pub(crate) const FOUR_GIB: usize = 1 << 32;
 /// | `table_keep_resident` | 0 | the same for tables (the first host page is always zeroed in place) |
 /// | `max_unused_warm_slots` | 100 | idle previously-used slots kept before cold slots stop being preferred |
 /// | `decommit_batch_size` | 1 | released memories reset together in one batch |
+/// | `admission_timeout` | 0 | how long `instantiate_async` waits for a slot |
 ///
 /// Byte sizes (`max_memory_size`, `memory_guard_size`, both keep-resident
 /// sizes) must be multiples of the host page. Keep-resident sizes larger
@@ -43,6 +44,7 @@ pub struct PoolingConfig {
     pub(crate) table_keep_resident: usize,
     pub(crate) max_unused_warm_slots: u32,
     pub(crate) decommit_batch_size: usize,
+    pub(crate) admission_timeout: std::time::Duration,
 }
 
 impl Default for PoolingConfig {
@@ -61,6 +63,7 @@ impl Default for PoolingConfig {
             table_keep_resident: 0,
             max_unused_warm_slots: 100,
             decommit_batch_size: 1,
+            admission_timeout: std::time::Duration::ZERO,
         }
     }
 }
@@ -114,6 +117,11 @@ impl PoolingConfig {
         /// also flushed at once when an acquisition finds no free slot.
         /// At least 1.
         decommit_batch_size: usize;
+        /// How long [`Store::instantiate_async`](crate::Store::instantiate_async)
+        /// waits for a slot when the pool is exhausted (first come, first
+        /// served) before failing with `PoolExhausted`. Zero (the default)
+        /// fails at once, as Wasmtime does.
+        admission_timeout: std::time::Duration;
     }
 
     /// Checks everything that does not need the OS: the message names the

@@ -1,5 +1,6 @@
 //! [`Memory`]: a handle to a linear memory inside a [`Store`].
 
+use crate::layout::MemoryPlan;
 use crate::store::Store;
 use crate::sys::{self, Mmap, SlotPtr};
 use crate::{MemoryImage, Resource, Result, WASM_PAGE_SIZE};
@@ -31,6 +32,8 @@ pub(crate) struct MemoryEntry {
     pub maximum: usize,
     /// `[0, accessible)` is read-write; equal to `size` once prepared.
     pub accessible: usize,
+    /// What instantiation made of it (minimum and image), for `reset`.
+    pub plan: MemoryPlan,
     pub owner: MemoryOwner,
 }
 
@@ -66,6 +69,65 @@ impl MemoryEntry {
         self.accessible = size;
         self.size = size;
         Ok(())
+    }
+
+    /// Back to what instantiation left, in place: `[0, minimum)` holds the
+    /// image then zeroes, and only that much is accessible. The first
+    /// `keep_resident` bytes are restored with writes and stay resident;
+    /// the rest is discarded with `madvise` (which brings a mapped image's
+    /// pages back).
+    pub fn reset(&mut self, keep_resident: usize) -> io::Result<()> {
+        let mapped = self.plan.image.clone().filter(|i| i.is_mapped());
+        let keep = keep_resident.min(self.accessible);
+        // SAFETY: `[0, accessible)` is read-write and ours; the `&mut self`
+        // of the store's entry means no slice into it is alive.
+        unsafe { restore_contents(self.base, 0, keep, mapped.as_deref()) };
+        if self.accessible > keep {
+            // SAFETY: as above.
+            let discarded = unsafe { sys::decommit(self.base.add(keep), self.accessible - keep) };
+            if discarded.is_err() {
+                // SAFETY: as above; writing needs no syscall.
+                unsafe { restore_contents(self.base, keep, self.accessible, mapped.as_deref()) };
+            }
+        }
+        self.resize(self.plan.ty.min_bytes())?;
+        if let Some(img) = self.plan.image.as_ref().filter(|i| !i.is_mapped()) {
+            // SAFETY: `[0, minimum)` is read-write and the image fits in it.
+            unsafe {
+                std::ptr::copy_nonoverlapping(img.bytes().as_ptr(), self.base.as_ptr(), img.len())
+            };
+        }
+        Ok(())
+    }
+}
+
+/// Puts back what a fresh slot holds in `[from, to)`: the image's bytes
+/// where it covers, zeroes after. No syscall; writes only.
+///
+/// # Safety
+/// `[base + from, base + to)` is read-write and no reference points into it.
+pub(crate) unsafe fn restore_contents(
+    base: SlotPtr,
+    from: usize,
+    to: usize,
+    image: Option<&MemoryImage>,
+) {
+    if from >= to {
+        return;
+    }
+    let src = image.map_or(&[][..], |i| i.bytes());
+    let copy_end = src.len().clamp(from, to);
+    // SAFETY: the caller gives us `[from, to)` of writable, unreferenced
+    // memory; `src` is a separate mapping.
+    unsafe {
+        if copy_end > from {
+            std::ptr::copy_nonoverlapping(
+                src[from..].as_ptr(),
+                base.as_ptr().add(from),
+                copy_end - from,
+            );
+        }
+        std::ptr::write_bytes(base.as_ptr().add(copy_end), 0, to - copy_end);
     }
 }
 

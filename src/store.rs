@@ -12,6 +12,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 type SyncLimiter<T> = Box<dyn FnMut(&mut T) -> &mut (dyn ResourceLimiter) + Send + Sync>;
 type AsyncLimiter<T> = Box<dyn FnMut(&mut T) -> &mut (dyn ResourceLimiterAsync) + Send + Sync>;
@@ -177,6 +178,10 @@ pub(crate) async fn grow_protocol<T>(
 /// or a panic part-way) unless committed.
 struct Taking<'a> {
     backend: &'a Backend,
+    /// Wake a waiting instantiation after rolling back. Off for the head
+    /// waiter itself: only the head tries, so its own rollback can help
+    /// nobody, and waking itself would make it spin.
+    notify: bool,
     instance: bool,
     memories: Vec<MemoryEntry>,
     tables: Vec<TableEntry>,
@@ -192,6 +197,9 @@ impl Drop for Taking<'_> {
         }
         if self.instance {
             self.backend.release_instance();
+        }
+        if self.notify {
+            self.backend.released();
         }
     }
 }
@@ -248,20 +256,94 @@ impl<T> Store<T> {
     /// (`memory_growing(0, min, maximum)`, even for a minimum of 0) and each
     /// table's. A failure part-way releases everything taken.
     pub fn instantiate(&mut self, layout: &InstanceLayout) -> Result<Instance> {
-        block_on(self.instantiate_inner(layout))
+        block_on(self.instantiate_inner(layout, true))
     }
 
     /// [`instantiate`](Self::instantiate), asking an async limiter without
-    /// blocking.
+    /// blocking. When the pool is exhausted it waits for a slot, first come
+    /// first served, for up to the pool's
+    /// [`admission_timeout`](crate::PoolingConfig::admission_timeout)
+    /// (zero by default: fail at once).
     pub async fn instantiate_async(&mut self, layout: &InstanceLayout) -> Result<Instance> {
-        self.instantiate_inner(layout).await
+        let timeout = self.backend.admission_timeout();
+        self.instantiate_waiting(layout, timeout).await
     }
 
-    async fn instantiate_inner(&mut self, layout: &InstanceLayout) -> Result<Instance> {
+    /// [`instantiate`](Self::instantiate), but when the pool is exhausted,
+    /// waits up to `timeout` for a slot (blocking the thread), first come
+    /// first served, then fails with [`Error::PoolExhausted`]. Waiters are
+    /// woken as stores release slots; nothing polls. Per-store caps and
+    /// unsupported layouts fail at once: waiting cannot help them.
+    pub fn instantiate_timeout(
+        &mut self,
+        layout: &InstanceLayout,
+        timeout: Duration,
+    ) -> Result<Instance> {
+        block_on(self.instantiate_waiting(layout, timeout))
+    }
+
+    /// [`instantiate_timeout`](Self::instantiate_timeout) without blocking
+    /// the thread.
+    pub async fn instantiate_async_timeout(
+        &mut self,
+        layout: &InstanceLayout,
+        timeout: Duration,
+    ) -> Result<Instance> {
+        self.instantiate_waiting(layout, timeout).await
+    }
+
+    async fn instantiate_waiting(
+        &mut self,
+        layout: &InstanceLayout,
+        timeout: Duration,
+    ) -> Result<Instance> {
+        let pool = match &self.backend {
+            Backend::Pool(p) if !timeout.is_zero() => p.clone(),
+            _ => return self.instantiate_inner(layout, true).await,
+        };
+        let deadline = Instant::now() + timeout;
+        self.precheck(layout)?;
+        let mut ticket = pool.admission.enqueue();
+        loop {
+            if !ticket.turn(deadline).await {
+                // Out of time: one last try, whatever our place.
+                return self.instantiate_inner(layout, true).await;
+            }
+            let epoch = ticket.epoch();
+            match self.instantiate_inner(layout, false).await {
+                Err(Error::PoolExhausted { .. }) => ticket.failed_at(epoch),
+                done => return done,
+            }
+        }
+    }
+
+    /// Puts every instance back to its just-instantiated state, in place:
+    /// memories at their minimum holding their image then zeroes, tables at
+    /// their minimum holding zeroes. The store keeps its slots and counts,
+    /// and the limiter is not asked again for minimums it granted.
+    ///
+    /// Cheaper than dropping the store and instantiating again: no slot
+    /// changes hands, no image is remapped. The first `*_keep_resident`
+    /// bytes are restored with writes; the rest is discarded with `madvise`.
+    /// An [`Error::Os`] leaves memories correct but possibly larger than
+    /// their minimum; reset again or drop the store.
+    pub fn reset(&mut self) -> Result<()> {
+        let (memory_keep, table_keep) = self.backend.keep_resident();
+        for m in &mut self.inner.memories {
+            m.reset(memory_keep)?;
+        }
+        for t in &mut self.inner.tables {
+            t.reset(table_keep);
+        }
+        Ok(())
+    }
+
+    /// The checks that waiting cannot change: the layout against the
+    /// allocator, then the store's caps.
+    fn precheck(&mut self, layout: &InstanceLayout) -> Result<()> {
         let id = self.id;
         let (mut limiter, inner, backend) = self.parts(id);
         backend.check_layout(layout)?;
-
         let (max_instances, max_memories, max_tables) = limiter.caps();
         let over = |have: usize, adding: usize, cap: usize| have.saturating_add(adding) > cap;
         if over(inner.instances.len(), 1, max_instances) {
@@ -282,9 +364,20 @@ impl<T> Store<T> {
                 limit: max_tables,
             });
         }
+        Ok(())
+    }
 
+    async fn instantiate_inner(
+        &mut self,
+        layout: &InstanceLayout,
+        notify: bool,
+    ) -> Result<Instance> {
+        self.precheck(layout)?;
+        let id = self.id;
+        let (mut limiter, inner, backend) = self.parts(id);
         let mut taking = Taking {
             backend,
+            notify,
             instance: false,
             memories: Vec::new(),
             tables: Vec::new(),
@@ -405,6 +498,7 @@ impl<T> Drop for Store<T> {
         for _ in self.inner.instances.drain(..) {
             self.backend.release_instance();
         }
+        self.backend.released();
     }
 }
 

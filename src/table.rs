@@ -17,6 +17,8 @@ pub struct Table {
 #[derive(Debug)]
 pub(crate) struct TableEntry {
     pub size: u32,
+    /// The size instantiation gave it, for `reset`.
+    pub minimum: u32,
     /// The maximum passed to the limiter (`None`: unbounded).
     pub maximum: Option<u32>,
     pub owner: TableOwner,
@@ -52,6 +54,22 @@ impl TableEntry {
             },
             TableOwner::OnDemand(v) => v,
         }
+    }
+
+    /// Back to what instantiation left: `minimum` elements, all zero.
+    pub fn reset(&mut self, keep_resident: usize) {
+        match &mut self.owner {
+            TableOwner::Pool { base, .. } => {
+                // SAFETY: the slot is this entry's and `&mut self` excludes
+                // any slice into it.
+                unsafe { crate::allocator::zero_table_elements(*base, self.size, keep_resident) };
+            }
+            TableOwner::OnDemand(v) => {
+                v.truncate(self.minimum as usize);
+                v.fill(0);
+            }
+        }
+        self.size = self.minimum;
     }
 
     /// Grows to `size` elements, the new ones set to `init`.

@@ -9,6 +9,7 @@ mod on_demand;
 pub(crate) mod pooling;
 
 pub use on_demand::OnDemandInstanceAllocator;
+pub(crate) use pooling::zero_table_elements;
 pub use pooling::{PoolMetrics, PoolingInstanceAllocator};
 
 use crate::layout::MemoryPlan;
@@ -114,6 +115,29 @@ impl Backend {
         match self {
             Backend::Pool(p) => p.tables.release(entry, &p.counters),
             Backend::OnDemand(_) => drop(entry),
+        }
+    }
+
+    /// `(memory, table)` bytes a reset restores in place.
+    pub(crate) fn keep_resident(&self) -> (usize, usize) {
+        match self {
+            Backend::Pool(p) => (p.memories.keep_resident(), p.tables.keep_resident()),
+            Backend::OnDemand(_) => (0, 0),
+        }
+    }
+
+    /// A store (or a failed instantiation) gave slots back: wake a waiter.
+    pub(crate) fn released(&self) {
+        if let Backend::Pool(p) = self {
+            p.admission.released()
+        }
+    }
+
+    /// How long `instantiate_async` waits for a slot by default.
+    pub(crate) fn admission_timeout(&self) -> std::time::Duration {
+        match self {
+            Backend::Pool(p) => p.config.admission_timeout,
+            Backend::OnDemand(_) => std::time::Duration::ZERO,
         }
     }
 

@@ -43,6 +43,7 @@ impl OnDemandInstanceAllocator {
             guard: self.guard_size,
             maximum: capacity,
             accessible: 0,
+            plan: plan.clone(),
             owner: MemoryOwner::OnDemand(mmap),
         })
     }
@@ -80,6 +81,7 @@ impl OnDemandInstanceAllocator {
     pub(crate) fn table(ty: &TableType) -> TableEntry {
         TableEntry {
             size: 0,
+            minimum: ty.minimum,
             maximum: ty.maximum,
             owner: TableOwner::OnDemand(Vec::new()),
         }

@@ -31,7 +31,7 @@ use super::index::{SlotIndex, Taken};
 use super::metrics::Counters;
 use crate::config::PoolingConfig;
 use crate::layout::MemoryPlan;
-use crate::memory::{MemoryEntry, MemoryOwner};
+use crate::memory::{MemoryEntry, MemoryOwner, restore_contents};
 use crate::sys::{self, Mmap, SlotPtr};
 use crate::{Error, MemoryImage, Resource, Result, WASM_PAGE_SIZE};
 use std::io;
@@ -109,6 +109,11 @@ impl MemoryPool {
         })
     }
 
+    /// Bytes a reset restores in place and keeps resident.
+    pub fn keep_resident(&self) -> usize {
+        self.keep_resident
+    }
+
     /// Accessible bytes a slot can reach.
     pub fn slot_size(&self) -> usize {
         self.slot_size
@@ -159,6 +164,7 @@ impl MemoryPool {
             guard: self.guard_size,
             maximum: plan.ty.declared_max_bytes().min(page_cap),
             accessible: state.accessible,
+            plan: plan.clone(),
             owner: MemoryOwner::Pool {
                 index,
                 image: state.image,
@@ -324,35 +330,5 @@ impl Drop for MemoryPool {
     fn drop(&mut self) {
         // Pending slots hold image references; let them go with the slab.
         self.decommit.flush(|_| {});
-    }
-}
-
-/// Puts back what a fresh slot holds in `[from, to)`: the image's bytes
-/// where it covers, zeroes after. No syscall; writes only.
-///
-/// # Safety
-/// `[base + from, base + to)` is read-write and no reference points into it.
-pub(crate) unsafe fn restore_contents(
-    base: SlotPtr,
-    from: usize,
-    to: usize,
-    image: Option<&MemoryImage>,
-) {
-    if from >= to {
-        return;
-    }
-    let src = image.map_or(&[][..], |i| i.bytes());
-    let copy_end = src.len().clamp(from, to);
-    // SAFETY: the caller gives us `[from, to)` of writable, unreferenced
-    // memory; `src` is a separate mapping.
-    unsafe {
-        if copy_end > from {
-            std::ptr::copy_nonoverlapping(
-                src[from..].as_ptr(),
-                base.as_ptr().add(from),
-                copy_end - from,
-            );
-        }
-        std::ptr::write_bytes(base.as_ptr().add(copy_end), 0, to - copy_end);
     }
 }

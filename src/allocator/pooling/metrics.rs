@@ -46,6 +46,10 @@ pub struct PoolMetrics {
     pub images_reused: u64,
     /// Instantiations that copied an image because it has no memfd.
     pub images_copied: u64,
+    /// Instantiations waiting for a slot now.
+    pub waiters: usize,
+    /// Time spent waiting for slots, summed over every wait so far.
+    pub wait_time: std::time::Duration,
 }
 
 /// The pool's counters; cheap relaxed atomics.
@@ -108,5 +112,132 @@ impl Counters {
         m.images_reused = get(&self.reused);
         m.images_copied = get(&self.copied);
         m.unused_resident_bytes = self.resident.load(Relaxed).max(0) as u64;
+    }
+}
+
+/// The Prometheus text exposition format (version 0.0.4): one `# HELP`,
+/// one `# TYPE` and the samples per metric family, names prefixed
+/// `instance_pool_`, per-resource families labelled `resource`. Serve it
+/// as `text/plain; version=0.0.4` from whatever HTTP server the host has.
+impl std::fmt::Display for PoolMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per_resource = |f: &mut std::fmt::Formatter<'_>,
+                            name: &str,
+                            kind: &str,
+                            help: &str,
+                            values: [u64; 3]|
+         -> std::fmt::Result {
+            writeln!(f, "# HELP instance_pool_{name} {help}")?;
+            writeln!(f, "# TYPE instance_pool_{name} {kind}")?;
+            for (resource, v) in ["instance", "memory", "table"].iter().zip(values) {
+                writeln!(f, "instance_pool_{name}{{resource=\"{resource}\"}} {v}")?;
+            }
+            Ok(())
+        };
+        let single = |f: &mut std::fmt::Formatter<'_>,
+                      name: &str,
+                      kind: &str,
+                      help: &str,
+                      v: &dyn std::fmt::Display| {
+            writeln!(f, "# HELP instance_pool_{name} {help}")?;
+            writeln!(f, "# TYPE instance_pool_{name} {kind}")?;
+            writeln!(f, "instance_pool_{name} {v}")
+        };
+        per_resource(
+            f,
+            "in_use",
+            "gauge",
+            "Slots held by live stores.",
+            [
+                self.instances_in_use,
+                self.memories_in_use,
+                self.tables_in_use,
+            ]
+            .map(u64::from),
+        )?;
+        per_resource(
+            f,
+            "acquisitions_total",
+            "counter",
+            "Slots handed out since the pool was made.",
+            [
+                self.instance_acquisitions,
+                self.memory_acquisitions,
+                self.table_acquisitions,
+            ],
+        )?;
+        per_resource(
+            f,
+            "exhausted_total",
+            "counter",
+            "Acquisitions refused because every slot was taken.",
+            [
+                self.instances_exhausted,
+                self.memories_exhausted,
+                self.tables_exhausted,
+            ],
+        )?;
+        writeln!(
+            f,
+            "# HELP instance_pool_unused_warm Idle slots that were used before."
+        )?;
+        writeln!(f, "# TYPE instance_pool_unused_warm gauge")?;
+        writeln!(
+            f,
+            "instance_pool_unused_warm{{resource=\"memory\"}} {}",
+            self.unused_warm_memories
+        )?;
+        writeln!(
+            f,
+            "instance_pool_unused_warm{{resource=\"table\"}} {}",
+            self.unused_warm_tables
+        )?;
+        single(
+            f,
+            "unused_resident_bytes",
+            "gauge",
+            "Bytes kept resident in idle slots.",
+            &self.unused_resident_bytes,
+        )?;
+        single(
+            f,
+            "decommit_queue_length",
+            "gauge",
+            "Released memories waiting for their reset.",
+            &self.decommit_queue_len,
+        )?;
+        single(
+            f,
+            "limiter_denials_total",
+            "counter",
+            "Growths the limiter refused.",
+            &self.limiter_denials,
+        )?;
+        writeln!(
+            f,
+            "# HELP instance_pool_images_total Instantiations with an image, by how it got there."
+        )?;
+        writeln!(f, "# TYPE instance_pool_images_total counter")?;
+        for (how, v) in [
+            ("mapped", self.images_mapped),
+            ("reused", self.images_reused),
+            ("copied", self.images_copied),
+        ] {
+            writeln!(f, "instance_pool_images_total{{how=\"{how}\"}} {v}")?;
+        }
+        single(
+            f,
+            "waiters",
+            "gauge",
+            "Instantiations waiting for a slot now.",
+            &self.waiters,
+        )?;
+        single(
+            f,
+            "wait_seconds_total",
+            "counter",
+            "Time spent waiting for slots.",
+            &format_args!("{:.6}", self.wait_time.as_secs_f64()),
+        )
     }
 }

@@ -3,6 +3,7 @@
 //! `memory_pool` (the slab and slot resets), `table_pool`, `index` (which
 //! free slot to hand out), `decommit` (batched resets), `metrics`.
 
+mod admission;
 mod decommit;
 mod index;
 mod memory_pool;
@@ -10,6 +11,7 @@ mod metrics;
 mod table_pool;
 
 pub use metrics::PoolMetrics;
+pub(crate) use table_pool::zero_elements as zero_table_elements;
 
 use crate::config::PoolingConfig;
 use crate::{Error, InstanceLayout, Resource, Result, sys};
@@ -41,7 +43,8 @@ impl std::fmt::Debug for PoolingInstanceAllocator {
 
 #[doc(hidden)]
 pub struct PoolInner {
-    config: PoolingConfig,
+    pub(crate) config: PoolingConfig,
+    pub(crate) admission: admission::Admission,
     instances_in_use: AtomicU32,
     pub(crate) memories: MemoryPool,
     pub(crate) tables: TablePool,
@@ -76,6 +79,7 @@ impl PoolingInstanceAllocator {
                 tables: TablePool::new(config, shards)?,
                 config: config.clone(),
                 instances_in_use: AtomicU32::new(0),
+                admission: admission::Admission::default(),
                 counters: Counters::default(),
             }),
         })
@@ -91,6 +95,8 @@ impl PoolingInstanceAllocator {
             unused_warm_memories: p.memories.unused_warm(),
             unused_warm_tables: p.tables.unused_warm(),
             decommit_queue_len: p.memories.queued(),
+            waiters: p.admission.waiters(),
+            wait_time: p.admission.wait_time(),
             ..PoolMetrics::default()
         };
         p.counters.fill(&mut m);

@@ -70,6 +70,11 @@ impl TablePool {
         })
     }
 
+    /// Bytes a reset zeroes in place and keeps resident.
+    pub fn keep_resident(&self) -> usize {
+        self.keep_resident
+    }
+
     /// Elements a slot holds.
     pub fn elements(&self) -> u32 {
         self.elements
@@ -95,6 +100,7 @@ impl TablePool {
         counters.resident_sub(taken.state.resident);
         Ok(TableEntry {
             size: 0,
+            minimum: ty.minimum,
             maximum: Some(ty.maximum.unwrap_or(u32::MAX).min(self.elements)),
             owner: TableOwner::Pool {
                 index: taken.index,
@@ -108,22 +114,8 @@ impl TablePool {
         let TableOwner::Pool { index, base } = entry.owner else {
             unreachable!("pool releases pool tables only")
         };
-        let used = entry.size as usize * ELEM;
-        // Zeroing less than a page by hand always beats `madvise` (a
-        // syscall, a shootdown, then a page fault on reuse).
-        let resident = self.keep_resident.max(sys::page_size()).min(used);
-        // SAFETY: the store is gone; `[0, used)` is ours and unreferenced.
-        unsafe { std::ptr::write_bytes(base.as_ptr(), 0, resident) };
-        if used > resident {
-            // `resident` is page-aligned and the stride is whole pages, so
-            // the rounded range stays inside this slot.
-            let len = used.next_multiple_of(sys::page_size()) - resident;
-            // SAFETY: inside this slot, unreferenced.
-            if unsafe { sys::decommit(base.add(resident), len) }.is_err() {
-                // SAFETY: as above; zeroing needs no syscall.
-                unsafe { std::ptr::write_bytes(base.as_ptr().add(resident), 0, used - resident) };
-            }
-        }
+        // SAFETY: the store is gone; the slot's elements are ours.
+        let resident = unsafe { zero_elements(base, entry.size, self.keep_resident) };
         counters.resident_add(resident);
         self.index.release(index, 0, TableSlotState { resident });
         self.in_use.fetch_sub(1, Ordering::Relaxed);
@@ -136,4 +128,30 @@ impl TablePool {
     pub fn unused_warm(&self) -> u32 {
         self.index.unused_warm()
     }
+}
+
+/// Zeroes the first `size` elements of the slot at `base`: with `memset` up
+/// to `keep_resident` bytes (at least the first host page: a small table is
+/// never worth a syscall, a shootdown and a later page fault), with
+/// `madvise` beyond. Returns the bytes that stay resident.
+///
+/// # Safety
+/// `base` starts a table slot the caller owns, holding at least `size`
+/// elements, with no reference into it alive.
+pub(crate) unsafe fn zero_elements(base: SlotPtr, size: u32, keep_resident: usize) -> usize {
+    let used = size as usize * ELEM;
+    let resident = keep_resident.max(sys::page_size()).min(used);
+    // SAFETY: `[0, used)` is inside the caller's slot.
+    unsafe { std::ptr::write_bytes(base.as_ptr(), 0, resident) };
+    if used > resident {
+        // `resident` is page-aligned here and slots are whole pages, so the
+        // rounded range stays inside this slot.
+        let len = used.next_multiple_of(sys::page_size()) - resident;
+        // SAFETY: inside the caller's slot, unreferenced.
+        if unsafe { sys::decommit(base.add(resident), len) }.is_err() {
+            // SAFETY: as above; zeroing needs no syscall.
+            unsafe { std::ptr::write_bytes(base.as_ptr().add(resident), 0, used - resident) };
+        }
+    }
+    resident
 }
