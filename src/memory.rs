@@ -165,11 +165,11 @@ impl Memory {
         }
         // Saturate to the largest page-aligned size when the sum overflows:
         // the limiter still sees a real request, and the maximum refuses it.
-        let desired = pages
+        let exact = pages
             .checked_add(delta_pages)
             .and_then(|p| p.checked_mul(WASM_PAGE_SIZE as u64))
-            .and_then(|b| usize::try_from(b).ok())
-            .unwrap_or(usize::MAX & !(WASM_PAGE_SIZE - 1));
+            .and_then(|b| usize::try_from(b).ok());
+        let desired = exact.unwrap_or(usize::MAX & !(WASM_PAGE_SIZE - 1));
         let (current, maximum) = (entry.size, entry.maximum);
         crate::store::grow_protocol(
             &mut limiter,
@@ -178,6 +178,7 @@ impl Memory {
             current,
             desired,
             Some(maximum),
+            exact.is_none(),
             || entry.resize(desired),
         )
         .await?;

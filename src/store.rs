@@ -144,9 +144,11 @@ impl<T> LimiterCtx<'_, T> {
 ///
 /// 1. Ask the limiter `growing(current, desired, maximum)`. `false`:
 ///    [`Error::LimiterDenied`], no failure hook.
-/// 2. `desired > maximum`: [`Error::MaximumExceeded`]; else `apply` (the
-///    OS work): its failure is [`Error::Os`].
+/// 2. `desired > maximum`, or the request `overflowed` its type (then
+///    `desired` is saturated): [`Error::MaximumExceeded`]; else `apply` (the
+///    OS work), whose failure is [`Error::Os`].
 /// 3. Either failure calls the limiter's failure hook exactly once.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn grow_protocol<T>(
     limiter: &mut LimiterCtx<'_, T>,
     backend: &Backend,
@@ -154,6 +156,7 @@ pub(crate) async fn grow_protocol<T>(
     current: usize,
     desired: usize,
     maximum: Option<usize>,
+    overflowed: bool,
     apply: impl FnOnce() -> io::Result<()>,
 ) -> Result<()> {
     if !limiter.growing(resource, current, desired, maximum).await {
@@ -161,10 +164,15 @@ pub(crate) async fn grow_protocol<T>(
         return Err(Error::LimiterDenied { resource, desired });
     }
     let result = match maximum {
-        Some(maximum) if desired > maximum => Err(Error::MaximumExceeded {
+        Some(maximum) if overflowed || desired > maximum => Err(Error::MaximumExceeded {
             resource,
             desired,
             maximum,
+        }),
+        None if overflowed => Err(Error::MaximumExceeded {
+            resource,
+            desired,
+            maximum: desired,
         }),
         _ => apply().map_err(Error::Os),
     };
@@ -400,6 +408,7 @@ impl<T> Store<T> {
                 0,
                 min,
                 Some(entry.maximum),
+                false,
                 || backend.prepare_memory(entry, plan, min),
             )
             .await?;
@@ -413,6 +422,7 @@ impl<T> Store<T> {
                 0,
                 ty.minimum as usize,
                 maximum,
+                false,
                 || entry.resize(ty.minimum, 0),
             )
             .await?;

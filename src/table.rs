@@ -137,15 +137,8 @@ impl Table {
             current as usize,
             desired as usize,
             maximum,
-            || {
-                if overflow {
-                    return Err(io::Error::new(
-                        io::ErrorKind::OutOfMemory,
-                        "table size overflows u32",
-                    ));
-                }
-                entry.resize(desired, init)
-            },
+            overflow,
+            || entry.resize(desired, init),
         )
         .await?;
         Ok(current)

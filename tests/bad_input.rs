@@ -512,7 +512,6 @@ fn store_caps_of_zero_are_store_limit_and_take_nothing() {
 /// not be `Error::Os`; the size the limiter saw (saturated to `u32::MAX`)
 /// cannot be reached, which is `MaximumExceeded`.
 #[test]
-#[ignore = "BUG: a table grow whose size overflows u32 fails with Error::Os (no OS call failed) instead of MaximumExceeded"]
 fn table_grow_overflowing_u32_is_maximum_exceeded_not_os() {
     let mut c = small_config();
     c.total_tables(1).table_elements(u32::MAX);

@@ -980,3 +980,23 @@ fn exhaustion_message_names_limit_and_kind() {
         "maximum concurrent limit of 7 for memorys reached".replace("memorys", "memories")
     );
 }
+
+#[test]
+fn unbounded_table_growing_past_u32_is_maximum_exceeded_with_saturated_desired() {
+    let a = OnDemandInstanceAllocator::default();
+    let mut s = store(&a);
+    let t = s
+        .instantiate(&one_table(2, None))
+        .unwrap()
+        .table(&s, 0)
+        .unwrap();
+    s.data_mut().calls.clear();
+    let err = t.grow(&mut s, u32::MAX, 0).unwrap_err();
+    let max = u32::MAX as usize;
+    assert!(
+        matches!(err, Error::MaximumExceeded { resource: Resource::Table, desired, maximum } if desired == max && maximum == max)
+    );
+    assert_eq!(s.data().calls[0], Call::Table(2, u32::MAX, None));
+    assert!(matches!(&s.data().calls[1], Call::TableFailed(_)));
+    assert_eq!(t.size(&s), 2);
+}
