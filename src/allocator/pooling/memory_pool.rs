@@ -266,8 +266,9 @@ impl MemoryPool {
             self.decommit
                 .push(pending, |batch| self.finish(batch, counters));
         } else {
-            self.return_slot(index, state, counters);
+            // Not in use before it is free: in_use never exceeds the total.
             self.in_use.fetch_sub(1, Ordering::Relaxed);
+            self.return_slot(index, state, counters);
         }
     }
 

@@ -117,8 +117,9 @@ impl TablePool {
         // SAFETY: the store is gone; the slot's elements are ours.
         let resident = unsafe { zero_elements(base, entry.size, self.keep_resident) };
         counters.resident_add(resident);
-        self.index.release(index, 0, TableSlotState { resident });
+        // Not in use before it is free: in_use never exceeds the total.
         self.in_use.fetch_sub(1, Ordering::Relaxed);
+        self.index.release(index, 0, TableSlotState { resident });
     }
 
     pub fn in_use(&self) -> u32 {
