@@ -709,3 +709,108 @@ fn limiter_panic_during_grow_leaks_nothing() {
         assert_full_capacity(&pool, &images);
     }
 }
+
+// ---- cancelled async instantiations and grows ----
+
+/// An async limiter whose answer never comes for the call it is told to
+/// stall (by kind); every other call is answered yes at once.
+struct Stalling {
+    stall_memory: bool,
+}
+
+impl ResourceLimiterAsync for Stalling {
+    fn memory_growing<'a>(
+        &'a mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> LimiterFuture<'a> {
+        if self.stall_memory {
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(std::future::ready(true))
+        }
+    }
+    fn table_growing<'a>(
+        &'a mut self,
+        _current: u32,
+        _desired: u32,
+        _maximum: Option<u32>,
+    ) -> LimiterFuture<'a> {
+        if self.stall_memory {
+            Box::pin(std::future::ready(true))
+        } else {
+            Box::pin(std::future::pending())
+        }
+    }
+}
+
+/// Polls `fut` once; it must still be waiting for the limiter.
+fn poll_once_pending<F: std::future::Future>(fut: F) {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        fut.as_mut().poll(&mut cx).is_pending(),
+        "the stalled limiter should keep the call waiting"
+    );
+}
+
+/// An instantiation abandoned while the limiter is deciding (its future
+/// dropped) releases whatever it had taken, including a memory already
+/// prepared with its image when the table's answer is the one pending.
+#[test]
+fn cancelled_async_instantiation_leaks_nothing() {
+    for setup in SETUPS {
+        for stall_memory in [true, false] {
+            let pool = pool(setup);
+            let images = images();
+            let mut store = Store::new(&pool, Stalling { stall_memory });
+            store.limiter_async(|l| l);
+            let layout = layout(Some(&images.main));
+            poll_once_pending(store.instantiate_async(&layout));
+            assert_nothing_in_use(&pool);
+            // The store is still usable once the limiter answers.
+            store.data_mut().stall_memory = !stall_memory;
+            store.limiter(|_| Box::leak(Box::new(StoreLimits::default())));
+            let inst = store.instantiate(&layout).unwrap();
+            let m = inst.memory(&store, 0).unwrap();
+            assert_eq!(m.size(&store), MIN_PAGES);
+            drop(store);
+            assert_nothing_in_use(&pool);
+            assert_full_capacity(&pool, &images);
+        }
+    }
+}
+
+/// A grow abandoned while the limiter is deciding changes nothing.
+#[test]
+fn cancelled_async_grow_changes_nothing() {
+    let pool = pool(SETUPS[0]);
+    let images = images();
+    let mut store = Store::new(
+        &pool,
+        Stalling {
+            stall_memory: false,
+        },
+    );
+    // Instantiate with a limiter that answers, then install the stalling one.
+    store.limiter(|_| Box::leak(Box::new(StoreLimits::default())));
+    let inst = store.instantiate(&layout(Some(&images.main))).unwrap();
+    store.limiter_async(|l| l);
+    let m = inst.memory(&store, 0).unwrap();
+    let t = inst.table(&store, 0).unwrap();
+    store.data_mut().stall_memory = true;
+    poll_once_pending(m.grow_async(&mut store, 3));
+    assert_eq!(m.size(&store), MIN_PAGES);
+    store.data_mut().stall_memory = false;
+    poll_once_pending(t.grow_async(&mut store, 3, 1));
+    assert_eq!(t.size(&store), MIN_ELEMENTS);
+    let data = m.data(&store);
+    assert_eq!(
+        &data[..images.main_bytes.len()],
+        images.main_bytes.as_slice()
+    );
+    drop(store);
+    assert_nothing_in_use(&pool);
+    assert_full_capacity(&pool, &images);
+}
