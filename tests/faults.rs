@@ -814,3 +814,69 @@ fn cancelled_async_grow_changes_nothing() {
     assert_nothing_in_use(&pool);
     assert_full_capacity(&pool, &images);
 }
+
+// ---- Store::reset ----
+
+/// Walks every failure point of `Store::reset` on a tenant that grew and
+/// dirtied its whole slot and table. A failure is absorbed (and the reset
+/// complete) or is `Error::Os` and leaves
+/// the memory correct (its image then zeroes, over whatever size it still
+/// has); resetting again then succeeds, and the pool stays whole.
+fn walk_reset(setup: Setup, image: bool) -> u64 {
+    let ctx = format!("{setup:?} image={image}");
+    for n in 1..=MAX_STEPS {
+        let pool = pool(setup);
+        let images = images();
+        let img = image.then_some(images.main_bytes.as_slice());
+        let mut store = new_store(&pool);
+        let inst = store
+            .instantiate(&layout(image.then_some(&images.main)))
+            .unwrap();
+        dirty(&mut store, inst);
+        let (result, reached) = with_nth_failing(n, || store.reset());
+        match result {
+            // A failed `madvise` may be made up for with writes: then the
+            // reset succeeds, and must still be complete (checked below).
+            Ok(()) => {}
+            Err(Error::Os(_)) => {
+                assert!(reached, "{ctx}");
+                let m = inst.memory(&store, 0).unwrap();
+                let data = m.data(&store);
+                let expected = img.unwrap_or(&[]);
+                assert!(data[..expected.len()] == *expected, "{ctx}: image lost");
+                assert!(
+                    data[expected.len()..].iter().all(|&b| b == 0),
+                    "{ctx}: failure {n} left the old bytes"
+                );
+                store.reset().unwrap();
+            }
+            Err(e) => panic!("{ctx}: failure {n} gave {e:?}, not Error::Os"),
+        }
+        assert_fresh(&store, inst, img);
+        let m = pool.metrics();
+        assert_eq!(
+            (m.instances_in_use, m.memories_in_use, m.tables_in_use),
+            (1, 1, 1)
+        );
+        dirty(&mut store, inst);
+        drop(store);
+        assert_nothing_in_use(&pool);
+        assert_full_capacity(&pool, &images);
+        if !reached {
+            return n - 1;
+        }
+    }
+    panic!("{ctx}: reset never completed");
+}
+
+#[test]
+fn reset_failures_are_os_errors_and_never_leak_bytes() {
+    for setup in SETUPS {
+        for image in [false, true] {
+            let points = walk_reset(setup, image);
+            if setup.keep_resident < MIB {
+                assert!(points >= 1, "{setup:?}: reset makes syscalls");
+            }
+        }
+    }
+}
