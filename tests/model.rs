@@ -252,6 +252,10 @@ enum Op {
     DropStore {
         store: usize,
     },
+    /// `Store::reset`: every instance back to its just-instantiated state.
+    Reset {
+        store: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -301,7 +305,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (pick.clone(), pick.clone(), any::<u32>(), any::<usize>()).prop_map(
             |(store, table, index, value)| Op::SetTable { store, table, index, value }
         ),
-        2 => pick.prop_map(|store| Op::DropStore { store }),
+        2 => pick.clone().prop_map(|store| Op::DropStore { store }),
+        1 => pick.prop_map(|store| Op::Reset { store }),
     ]
 }
 
@@ -357,11 +362,14 @@ fn make_pool(k: &Knobs) -> PoolingInstanceAllocator {
 struct ModelMemory {
     bytes: Vec<u8>,
     maximum: usize,
+    /// What instantiation made: what a reset returns to.
+    initial: Vec<u8>,
 }
 
 struct ModelTable {
     elements: Vec<usize>,
     maximum: u32,
+    minimum: u32,
 }
 
 struct ModelStore {
@@ -659,6 +667,22 @@ impl World {
                 self.counts.tables -= m.tables.len() as u32;
                 drop(self.real.remove(s));
             }
+            Op::Reset { store } => {
+                let Some(s) = self.pick_store(store) else {
+                    return;
+                };
+                let model = &mut self.model[s];
+                for m in &mut model.memories {
+                    m.bytes.clone_from(&m.initial);
+                }
+                for t in &mut model.tables {
+                    t.elements = vec![0; t.minimum as usize];
+                }
+                let real = &mut self.real[s];
+                real.store.data_mut().calls.clear();
+                real.store.reset().unwrap();
+                assert_eq!(real.store.data().calls, [], "reset asked the limiter");
+            }
         }
         self.check();
     }
@@ -719,7 +743,11 @@ impl World {
                 let img = &self.image_bytes[i];
                 bytes[..img.len()].copy_from_slice(img);
             }
-            memories.push(ModelMemory { bytes, maximum });
+            memories.push(ModelMemory {
+                initial: bytes.clone(),
+                bytes,
+                maximum,
+            });
         }
         let mut tables = Vec::new();
         for t in spec.tables {
@@ -735,6 +763,7 @@ impl World {
             tables.push(ModelTable {
                 elements: vec![0; t.min as usize],
                 maximum,
+                minimum: t.min,
             });
         }
         c.instances += 1;
