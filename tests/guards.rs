@@ -518,3 +518,50 @@ fn write_to_base_of_empty_memory_in_reused_resident_slot_faults() {
         || empty_memory(true),
     );
 }
+
+// ---- Store::reset shrinks the accessible part back to the minimum ----
+
+fn after_reset(keep_resident: usize, delta: isize) -> *mut u8 {
+    let mut c = config(1);
+    c.memory_keep_resident(keep_resident);
+    let pool = PoolingInstanceAllocator::new(&c).unwrap();
+    let bytes = vec![4u8; 5000];
+    let (mut store, m) = tenant(&pool, 2, Some(&bytes));
+    m.grow(&mut store, 14).unwrap();
+    m.data_mut(&mut store).fill(0xEE);
+    store.reset().unwrap();
+    let size = m.data_size(&store);
+    assert_eq!(size, 2 * PAGE);
+    let data = m.data(&store);
+    assert_eq!(&data[..bytes.len()], bytes.as_slice());
+    assert!(data[bytes.len()..].iter().all(|&b| b == 0));
+    std::mem::forget(pool);
+    addr(store, m, size as isize + delta)
+}
+
+#[test]
+fn write_at_data_size_after_reset_faults() {
+    run(
+        "write_at_data_size_after_reset_faults",
+        Expect::Fault,
+        || after_reset(0, 0),
+    );
+}
+
+#[test]
+fn write_at_data_size_after_reset_with_keep_resident_faults() {
+    run(
+        "write_at_data_size_after_reset_with_keep_resident_faults",
+        Expect::Fault,
+        || after_reset(MIB, 0),
+    );
+}
+
+#[test]
+fn write_before_data_size_after_reset_does_not_fault() {
+    run(
+        "write_before_data_size_after_reset_does_not_fault",
+        Expect::NoFault,
+        || after_reset(MIB, -1),
+    );
+}
