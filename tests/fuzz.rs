@@ -465,12 +465,6 @@ fn exercise(
                     Err(Error::LimiterDenied { .. } | Error::MaximumExceeded { .. }) => {
                         assert_eq!(tb.size(&t.store), before);
                     }
-                    // Known bug (see bad_input.rs,
-                    // table_grow_overflowing_u32_is_maximum_exceeded_not_os):
-                    // a size overflowing u32 comes back as Error::Os.
-                    Err(Error::Os(_)) if before.checked_add(delta).is_none() => {
-                        assert_eq!(tb.size(&t.store), before);
-                    }
                     Err(e) => panic!("table grow failed with {e:?}"),
                 }
             }
