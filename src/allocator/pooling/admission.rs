@@ -99,7 +99,7 @@ impl Ticket<'_> {
         Turn {
             ticket: self,
             deadline,
-            timer_waker: None,
+            timer: None,
         }
     }
 
@@ -118,9 +118,17 @@ impl Ticket<'_> {
 struct Turn<'t, 'a> {
     ticket: &'t mut Ticket<'a>,
     deadline: Instant,
-    /// The waker the deadline timer will wake; registered again when the
-    /// executor polls with another one.
-    timer_waker: Option<Waker>,
+    /// The deadline timer's registration and the waker it will wake;
+    /// registered again when the executor polls with another waker.
+    timer: Option<(timer::Key, Waker)>,
+}
+
+impl Drop for Turn<'_, '_> {
+    fn drop(&mut self) {
+        if let Some((key, _)) = self.timer.take() {
+            timer::cancel(key);
+        }
+    }
 }
 
 impl Future for Turn<'_, '_> {
@@ -147,12 +155,15 @@ impl Future for Turn<'_, '_> {
         me.waker = Some(cx.waker().clone());
         drop(st);
         if !this
-            .timer_waker
+            .timer
             .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
+            .is_some_and(|(_, w)| w.will_wake(cx.waker()))
         {
-            this.timer_waker = Some(cx.waker().clone());
-            timer::wake_at(this.deadline, cx.waker().clone());
+            if let Some((old, _)) = this.timer.take() {
+                timer::cancel(old);
+            }
+            let key = timer::wake_at(this.deadline, cx.waker().clone());
+            this.timer = Some((key, cx.waker().clone()));
         }
         Poll::Pending
     }
@@ -174,35 +185,26 @@ impl Drop for Ticket<'_> {
 }
 
 /// A process-wide deadline timer: one thread, started on first use, wakes
-/// each registered waker at its instant (std only, no runtime).
+/// each registered waker at its instant (std only, no runtime). A waiter
+/// that is served first cancels its entry, so entries never outlive waits.
 mod timer {
     use parking_lot::{Condvar, Mutex};
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
+    use std::collections::BTreeMap;
     use std::sync::OnceLock;
     use std::task::Waker;
     use std::time::Instant;
 
-    struct Due(Instant, Waker);
-    impl PartialEq for Due {
-        fn eq(&self, o: &Self) -> bool {
-            self.0 == o.0
-        }
-    }
-    impl Eq for Due {}
-    impl PartialOrd for Due {
-        fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-            Some(self.cmp(o))
-        }
-    }
-    impl Ord for Due {
-        fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-            self.0.cmp(&o.0)
-        }
+    /// Identifies one registration, to cancel it.
+    pub type Key = (Instant, u64);
+
+    #[derive(Default)]
+    struct Due {
+        next_id: u64,
+        wakers: BTreeMap<Key, Waker>,
     }
 
     struct Timer {
-        heap: Mutex<BinaryHeap<Reverse<Due>>>,
+        due: Mutex<Due>,
         cv: Condvar,
     }
 
@@ -210,7 +212,7 @@ mod timer {
         static TIMER: OnceLock<&'static Timer> = OnceLock::new();
         TIMER.get_or_init(|| {
             let t: &'static Timer = Box::leak(Box::new(Timer {
-                heap: Mutex::default(),
+                due: Mutex::default(),
                 cv: Condvar::new(),
             }));
             std::thread::Builder::new()
@@ -222,26 +224,91 @@ mod timer {
     }
 
     fn run(t: &'static Timer) {
-        let mut heap = t.heap.lock();
+        let mut due = t.due.lock();
         loop {
             let now = Instant::now();
-            while heap.peek().is_some_and(|Reverse(d)| d.0 <= now) {
-                let Reverse(Due(_, w)) = heap.pop().expect("peeked");
-                w.wake();
-            }
-            match heap.peek() {
-                Some(Reverse(d)) => {
-                    let at = d.0;
-                    t.cv.wait_until(&mut heap, at);
+            while let Some(entry) = due.wakers.first_entry() {
+                if entry.key().0 > now {
+                    break;
                 }
-                None => t.cv.wait(&mut heap),
+                entry.remove().wake();
+            }
+            match due.wakers.keys().next() {
+                Some(&(at, _)) => {
+                    t.cv.wait_until(&mut due, at);
+                }
+                None => t.cv.wait(&mut due),
             }
         }
     }
 
-    pub fn wake_at(at: Instant, waker: Waker) {
+    /// Wakes `waker` at `at` unless cancelled first.
+    pub fn wake_at(at: Instant, waker: Waker) -> Key {
         let t = timer();
-        t.heap.lock().push(Reverse(Due(at, waker)));
+        let mut due = t.due.lock();
+        let key = (at, due.next_id);
+        due.next_id += 1;
+        due.wakers.insert(key, waker);
         t.cv.notify_one();
+        key
+    }
+
+    /// Drops a registration that is no longer needed.
+    pub fn cancel(key: Key) {
+        timer().due.lock().wakers.remove(&key);
+    }
+
+    /// Registrations pending now.
+    #[cfg(test)]
+    pub fn pending() -> usize {
+        timer().due.lock().wakers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Flag(std::sync::atomic::AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_served_waiter_leaves_no_timer_behind_and_a_due_one_is_woken() {
+        let a = Admission::default();
+        let mut first = a.enqueue();
+        let mut second = a.enqueue();
+        let flag = Arc::new(Flag(Default::default()));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let far = Instant::now() + Duration::from_secs(3600);
+        {
+            let mut turn = std::pin::pin!(second.turn(far));
+            assert!(turn.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(timer::pending(), 1);
+        }
+        // The Turn is gone, and its registration with it (only this test
+        // uses the timer in this binary).
+        assert_eq!(timer::pending(), 0);
+        let mut turn = std::pin::pin!(first.turn(far));
+        assert!(
+            matches!(turn.as_mut().poll(&mut cx), Poll::Ready(true)),
+            "the head may try at once"
+        );
+        let soon = Instant::now() + Duration::from_millis(10);
+        let mut late = std::pin::pin!(second.turn(soon));
+        assert!(late.as_mut().poll(&mut cx).is_pending());
+        while !flag.0.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            matches!(late.as_mut().poll(&mut cx), Poll::Ready(false)),
+            "deadline passed"
+        );
     }
 }
