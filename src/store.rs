@@ -333,15 +333,18 @@ impl<T> Store<T> {
     /// Cheaper than dropping the store and instantiating again: no slot
     /// changes hands, no image is remapped. The first `*_keep_resident`
     /// bytes are restored with writes; the rest is discarded with `madvise`.
-    /// An [`Error::Os`] leaves memories correct but possibly larger than
-    /// their minimum; reset again or drop the store.
+    /// An [`Error::Os`] leaves tables reset and memories with correct
+    /// contents but possibly larger than their minimum; reset again or drop
+    /// the store.
     pub fn reset(&mut self) -> Result<()> {
         let (memory_keep, table_keep) = self.backend.keep_resident();
-        for m in &mut self.inner.memories {
-            m.reset(memory_keep)?;
-        }
+        // Tables cannot fail; do them first so an OS error leaves only
+        // memories to redo.
         for t in &mut self.inner.tables {
             t.reset(table_keep);
+        }
+        for m in &mut self.inner.memories {
+            m.reset(memory_keep)?;
         }
         Ok(())
     }
