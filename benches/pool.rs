@@ -189,14 +189,6 @@ fn cycle(c: &mut Criterion) {
     });
     drop(keep);
 
-    let keep_both = pool(16, |c| {
-        c.memory_keep_resident(MIB).table_keep_resident(4 * KIB);
-    });
-    g.bench_function("pool_keep_resident_tables_too", |b| {
-        b.iter(|| tenant_cycle(&keep_both, &layout))
-    });
-    drop(keep_both);
-
     let batched = batched_pool();
     g.bench_function("pool_batched", |b| {
         b.iter(|| tenant_cycle(&batched, &layout))
@@ -454,11 +446,6 @@ fn summary(since: SystemTime) {
             "pool+keep-resident",
             Some((5.0, true)),
         ),
-        (
-            "pool_keep_resident_tables_too",
-            "pool+keep-resident (tables too)",
-            None,
-        ),
         ("pool_batched", "pool batched", None),
         ("pool_default", "pool default", None),
         ("raw_memset_madvise", "raw memset+madvise floor", None),
@@ -477,11 +464,6 @@ fn summary(since: SystemTime) {
             "pool+keep-resident",
             Some((3.0, false)),
         ),
-        (
-            "pool_keep_resident_tables_too",
-            "pool+keep-resident (tables too)",
-            None,
-        ),
         ("pool_batched", "pool batched", None),
     ] {
         lines.extend(ratio(
@@ -498,6 +480,7 @@ fn summary(since: SystemTime) {
         "pool_batched",
         "pool_default",
         "on_demand",
+        "raw_memset_madvise",
     ] {
         let one = t(&format!("cycle_threads/{name}/1"));
         let two = t(&format!("cycle_threads/{name}/2"));
