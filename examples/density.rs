@@ -443,7 +443,8 @@ fn write_chart(
         return Err("no samples to chart".into());
     }
     let lo = all.iter().cloned().fold(f64::INFINITY, f64::min) / 1.5;
-    let hi = all.iter().cloned().fold(0.0, f64::max) * 1.5;
+    // Head room above the highest point for the legend.
+    let hi = all.iter().cloned().fold(0.0, f64::max) * 5.0;
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
 
     let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
@@ -486,7 +487,7 @@ fn write_chart(
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::UpperRight)
         .draw()
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
