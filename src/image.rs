@@ -52,7 +52,13 @@ impl MemoryImage {
         let source = if bytes.is_empty() {
             Source::Copied(Box::default())
         } else {
-            let mapped_len = bytes.len().next_multiple_of(sys::page_size());
+            // Whole wasm pages: a memory's minimum is whole wasm pages, so
+            // the mapping always fits, and the slot's first page is one
+            // kernel mapping instead of an image part and an anonymous part
+            // that every later mprotect/madvise would split and merge.
+            let mapped_len = bytes
+                .len()
+                .next_multiple_of(crate::WASM_PAGE_SIZE.max(sys::page_size()));
             match sys::sealed_memfd(bytes, mapped_len) {
                 Ok(file) => {
                     let view = Mmap::file_read_only(file.as_file(), mapped_len)?;
@@ -89,14 +95,22 @@ impl MemoryImage {
         self.id
     }
 
-    /// The bytes a slot holds at `[0, bytes().len())` after instantiation:
-    /// the page-padded file for a mapped image, the bytes for a copied one.
+    /// The image's bytes (what a slot holds at `[0, len())`; zeroes follow).
     pub(crate) fn bytes(&self) -> &[u8] {
         match &self.source {
             // SAFETY: the view is a read-only mapping of a memfd sealed
             // against writes: readable and never written.
-            Source::Mapped { view, .. } => unsafe { view.as_slice() },
+            Source::Mapped { view, .. } => unsafe { &view.as_slice()[..self.len] },
             Source::Copied(bytes) => bytes,
+        }
+    }
+
+    /// Bytes of the slot the image's mapping covers (whole wasm pages; the
+    /// file is zero past `len()`). 0 for a copied image.
+    pub(crate) fn mapped_len(&self) -> usize {
+        match &self.source {
+            Source::Mapped { view, .. } => view.len(),
+            Source::Copied(_) => 0,
         }
     }
 

@@ -246,6 +246,11 @@ impl Mmap {
         self.ptr
     }
 
+    /// The mapping's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// The mapping as bytes.
     ///
     /// # Safety

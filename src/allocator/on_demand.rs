@@ -58,8 +58,8 @@ impl OnDemandInstanceAllocator {
                 let fd = image.file().expect("mapped image has a file");
                 // SAFETY: a fresh reservation of ours; the image fits in the
                 // minimum, which fits in the reservation.
-                unsafe { sys::map_file_private_fixed(entry.base, image.bytes().len(), fd)? };
-                entry.accessible = image.bytes().len();
+                unsafe { sys::map_file_private_fixed(entry.base, image.mapped_len(), fd)? };
+                entry.accessible = image.mapped_len();
                 entry.resize(size)
             }
             Some(image) => {

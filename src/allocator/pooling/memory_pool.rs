@@ -207,14 +207,14 @@ impl MemoryPool {
             unsafe { sys::protect_none(base, entry.accessible)? };
             entry.accessible = 0;
             if let Some(old) = image {
-                unsafe { sys::map_anonymous_none_fixed(base, old.bytes().len())? };
+                unsafe { sys::map_anonymous_none_fixed(base, old.mapped_len())? };
                 *image = None;
             }
             if let Some(new) = want {
                 let fd = new.file().expect("mapped image has a file");
-                unsafe { sys::map_file_private_fixed(base, new.bytes().len(), fd)? };
+                unsafe { sys::map_file_private_fixed(base, new.mapped_len(), fd)? };
                 *image = Some(new.clone());
-                entry.accessible = new.bytes().len();
+                entry.accessible = new.mapped_len();
                 counters.image_mapped();
             }
         } else if want.is_some() {
