@@ -64,6 +64,19 @@ fn tenant_cycle(allocator: &impl InstanceAllocator, layout: &InstanceLayout) {
     black_box(&store);
 }
 
+/// The same request on a store kept between requests: instead of dropping
+/// it and instantiating again, `Store::reset` puts the instance back to its
+/// just-instantiated state in place (same slots, no limiter calls).
+fn tenant_cycle_reset(store: &mut Store<StoreLimits>, instance: instance_pool::Instance) {
+    let memory = instance.memory(store, 0).expect("memory 0");
+    memory.grow(store, 1).expect("grow");
+    memory.data_mut(store)[70_000] = 1;
+    let table = instance.table(store, 0).expect("table 0");
+    table.set(store, 3, 42).expect("table set");
+    black_box(&*store);
+    store.reset().expect("reset");
+}
+
 /// The same request written by hand with `rustix::mm`: the syscall floor
 /// the allocators are measured against.
 mod raw {
@@ -187,7 +200,26 @@ fn cycle(c: &mut Criterion) {
     g.bench_function("pool_keep_resident", |b| {
         b.iter(|| tenant_cycle(&keep, &layout))
     });
+    {
+        let mut store = Store::new(&keep, StoreLimits::default());
+        store.limiter(|limits| limits);
+        let instance = store.instantiate(&layout).expect("instantiate");
+        g.bench_function("pool_keep_resident_reset", |b| {
+            b.iter(|| tenant_cycle_reset(&mut store, instance))
+        });
+    }
     drop(keep);
+
+    let default_reset = pool(16, |_| {});
+    {
+        let mut store = Store::new(&default_reset, StoreLimits::default());
+        store.limiter(|limits| limits);
+        let instance = store.instantiate(&layout).expect("instantiate");
+        g.bench_function("pool_default_reset", |b| {
+            b.iter(|| tenant_cycle_reset(&mut store, instance))
+        });
+    }
+    drop(default_reset);
 
     let batched = batched_pool();
     g.bench_function("pool_batched", |b| {
@@ -456,6 +488,21 @@ fn summary(since: SystemTime) {
             &cycle("on_demand"),
             &cycle(name),
             target,
+        ));
+    }
+    for (reset, full, label) in [
+        (
+            "pool_keep_resident_reset",
+            "pool_keep_resident",
+            "keep-resident",
+        ),
+        ("pool_default_reset", "pool_default", "default"),
+    ] {
+        lines.extend(ratio(
+            &format!("cycle: Store::reset is faster than drop + instantiate ({label} pool) by"),
+            &cycle(full),
+            &cycle(reset),
+            None,
         ));
     }
     for (name, label, target) in [
