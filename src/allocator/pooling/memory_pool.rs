@@ -202,16 +202,20 @@ impl MemoryPool {
         let want = plan.image.as_ref().filter(|i| i.is_mapped());
         let same = image.as_ref().map(|i| i.id()) == want.map(|i| i.id());
         if !same {
-            // SAFETY (all three): the range is inside our slot, and no
-            // reference into it exists while we hold the entry mutably.
+            // SAFETY: `[0, accessible)` is inside our slot, and no reference
+            // into it exists while we hold the entry mutably.
             unsafe { sys::protect_none(base, entry.accessible)? };
             entry.accessible = 0;
             if let Some(old) = image {
+                // SAFETY: the old image's mapping lies at the start of our
+                // slot (it fit the minimum it was mapped for); unreferenced.
                 unsafe { sys::map_anonymous_none_fixed(base, old.mapped_len())? };
                 *image = None;
             }
             if let Some(new) = want {
                 let fd = new.file().expect("mapped image has a file");
+                // SAFETY: the image fits the layout's minimum (checked before
+                // anything is taken), which fits the slot; unreferenced.
                 unsafe { sys::map_file_private_fixed(base, new.mapped_len(), fd)? };
                 *image = Some(new.clone());
                 entry.accessible = new.mapped_len();
