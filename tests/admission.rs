@@ -2,6 +2,9 @@
 //! at the deadline. Durations here are deadlines, not timing assertions:
 //! every wait that should succeed is given far more time than it needs.
 
+mod common;
+use common::block_on;
+
 use instance_pool::*;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -205,23 +208,4 @@ fn no_waiter_is_lost_when_many_threads_release_at_once() {
         (m.waiters, m.instances_in_use, m.memories_in_use),
         (0, 0, 0)
     );
-}
-
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        thread::park();
-    }
 }

@@ -1,29 +1,13 @@
 //! `ResourceLimiterAsync` through `instantiate_async` and `grow_async`, on a
 //! tiny executor (no runtime dependency), with futures that really wait.
 
+mod common;
+use common::block_on;
+
 use instance_pool::*;
 use std::future::Future;
-use std::pin::{Pin, pin};
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 /// Pending once (waking itself from another thread), then ready.
 struct YieldOnce(bool);
