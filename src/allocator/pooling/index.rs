@@ -22,7 +22,7 @@
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// A slot handed out: its index, and the state it was released with
 /// (`S::default()` for a cold slot).
@@ -35,14 +35,12 @@ pub(crate) struct Taken<S> {
 pub(crate) struct SlotIndex<S> {
     shards: Box<[CachePadded<Mutex<Shard<S>>>]>,
     free: CachePadded<AtomicU32>,
-    unused_warm: CachePadded<AtomicU32>,
+    unused_warm: AtomicU32,
     max_unused_warm: u32,
+    clock: AtomicU64,
 }
 
 struct Shard<S> {
-    /// Release stamps: only compared within the shard, so a shard-local
-    /// counter under the lock keeps threads off a shared cache line.
-    clock: u64,
     /// Never-used slots; popped from the end, lowest index first.
     cold: Vec<u32>,
     /// Released slots by release time, oldest first.
@@ -105,7 +103,6 @@ impl<S: Default> SlotIndex<S> {
                 let lo = (s * per).min(capacity as usize) as u32;
                 let hi = ((s + 1) * per).min(capacity as usize) as u32;
                 CachePadded::new(Mutex::new(Shard {
-                    clock: 0,
                     cold: (lo..hi).rev().collect(),
                     warm: BTreeMap::new(),
                     by_affinity: HashMap::new(),
@@ -115,8 +112,9 @@ impl<S: Default> SlotIndex<S> {
         SlotIndex {
             shards,
             free: CachePadded::new(AtomicU32::new(capacity)),
-            unused_warm: CachePadded::new(AtomicU32::new(0)),
+            unused_warm: AtomicU32::new(0),
             max_unused_warm,
+            clock: AtomicU64::new(0),
         }
     }
 
@@ -164,10 +162,9 @@ impl<S: Default> SlotIndex<S> {
 
     /// Returns a slot, warm, remembering its `affinity` and `state`.
     pub fn release(&self, index: u32, affinity: u64, state: S) {
+        let stamp = self.clock.fetch_add(1, Ordering::Relaxed);
         {
             let mut shard = self.shards[home_shard(self.shards.len())].lock();
-            let stamp = shard.clock;
-            shard.clock += 1;
             shard.warm.insert(
                 stamp,
                 Warm {
