@@ -72,6 +72,7 @@ pub mod fault {
             mmap: 0, mprotect: 0, madvise: 0, munmap: 0, memfd: 0,
         }) };
         static FAIL_IN: Cell<u64> = const { Cell::new(0) };
+        static FAIL_MORE: Cell<u64> = const { Cell::new(0) };
     }
 
     /// This thread's counts.
@@ -83,12 +84,21 @@ pub mod fault {
     pub fn reset() {
         COUNTS.with(|c| c.set(SyscallCounts::default()));
         FAIL_IN.with(|f| f.set(0));
+        FAIL_MORE.with(|f| f.set(0));
     }
 
     /// Make the `n`-th fallible call from now on (1-based) on this thread
     /// fail with `ENOMEM`; `0` cancels.
     pub fn fail_nth(n: u64) {
         FAIL_IN.with(|f| f.set(n));
+        FAIL_MORE.with(|f| f.set(0));
+    }
+
+    /// Make `times` fallible calls in a row fail, starting with the `n`-th
+    /// from now on (1-based) on this thread.
+    pub fn fail_nth_times(n: u64, times: u64) {
+        FAIL_IN.with(|f| f.set(n));
+        FAIL_MORE.with(|f| f.set(times.saturating_sub(1)));
     }
 
     /// Whether the failure set by [`fail_nth`] has not happened yet.
@@ -114,7 +124,8 @@ pub mod fault {
         FAIL_IN.with(|f| match f.get() {
             0 => Ok(()),
             1 => {
-                f.set(0);
+                let more = FAIL_MORE.with(|m| m.replace(m.get().saturating_sub(1)));
+                f.set(if more > 0 { 1 } else { 0 });
                 Err(io::Error::from_raw_os_error(
                     rustix::io::Errno::NOMEM.raw_os_error(),
                 ))

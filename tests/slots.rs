@@ -193,3 +193,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_slot_whose_reset_and_remap_both_failed_never_reaches_a_tenant_dirty() {
+    for keep in [0, PAGE] {
+        let mut c = config(1);
+        c.memory_keep_resident(keep);
+        let p = PoolingInstanceAllocator::new(&c).unwrap();
+        let mut s = Store::new(&p, ());
+        let m = s.instantiate(&layout()).unwrap().memory(&s, 0).unwrap();
+        m.grow(&mut s, 3).unwrap();
+        m.data_mut(&mut s).fill(0xAA);
+        // The release's madvise fails, then so does the fallback remap.
+        fault::reset();
+        fault::fail_nth_times(1, 2);
+        drop(s);
+        assert!(!fault::pending(), "keep {keep}");
+        assert_eq!(p.metrics().memories_in_use, 0);
+        // The next tenant's remap of the slot fails too: an OS error, and its
+        // rollback must leave the slot alone.
+        fault::reset();
+        fault::fail_nth(1);
+        let mut s = Store::new(&p, ());
+        assert!(
+            matches!(s.instantiate(&layout()), Err(Error::Os(_))),
+            "keep {keep}"
+        );
+        assert!(!fault::pending());
+        drop(s);
+        // Then the slot is remapped whole and reads as new.
+        fault::reset();
+        let mut s = Store::new(&p, ());
+        let l = InstanceLayout::new().memory(MemoryType::new(4, None));
+        let m = s.instantiate(&l).unwrap().memory(&s, 0).unwrap();
+        assert!(
+            m.data(&s).iter().all(|&b| b == 0),
+            "keep {keep}: dirty bytes reached a tenant"
+        );
+        assert_eq!(m.size(&s), 4);
+    }
+}

@@ -247,9 +247,22 @@ impl MemoryPool {
         else {
             unreachable!("pool releases pool memories only")
         };
+        if needs_scrub {
+            // A failed reset left its protections unknown (an `mprotect` can
+            // fail part-way), so writing to it could fault: leave it as it
+            // is. It is remapped whole before anyone gets it again.
+            let state = MemorySlotState {
+                accessible: 0,
+                image,
+                needs_scrub,
+                resident: 0,
+            };
+            self.in_use.fetch_sub(1, Ordering::Relaxed);
+            return self.return_slot(index, state, counters);
+        }
         let keep = self.keep_resident.min(entry.accessible);
-        // SAFETY: the store is gone, so `[0, accessible)` is read-write and
-        // unreferenced.
+        // SAFETY: the store is gone and the slot's state is known (not
+        // `needs_scrub`), so `[0, accessible)` is read-write and unreferenced.
         unsafe { restore_contents(entry.base, 0, keep, image.as_deref()) };
         let mut state = MemorySlotState {
             accessible: entry.accessible,
