@@ -2,9 +2,10 @@
 //! nothing may panic, every error must be the typed variant the situation
 //! calls for, and a pool must end with nothing in use.
 
+mod common;
+
 use instance_pool::*;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence};
 use std::sync::Arc;
 
 const PAGE: usize = WASM_PAGE_SIZE;
@@ -555,16 +556,8 @@ fn run(cfg: &Cfg, on_demand: bool, layouts: &[LayoutGen], ops: &[Op]) {
     }
 }
 
-fn config(cases: u32) -> Config {
-    Config {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
-        ..Config::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(common::proptest_config(256))]
 
     #[test]
     fn random_configs_and_operations_never_panic(
@@ -578,7 +571,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(20_000))]
+    #![proptest_config(common::proptest_config(20_000))]
 
     #[test]
     #[ignore = "long: 20,000 cases; run with --ignored"]

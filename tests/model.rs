@@ -12,9 +12,10 @@
 //! a tenant gets reads exactly its image and zeroes beyond, whatever the
 //! previous tenant left).
 
+mod common;
+
 use instance_pool::*;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -882,16 +883,8 @@ fn run(knobs: &Knobs, ops: &[Op]) {
     world.finish();
 }
 
-fn config(cases: u32) -> Config {
-    Config {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
-        ..Config::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config(64))]
+    #![proptest_config(common::proptest_config(64))]
 
     #[test]
     fn pool_agrees_with_model(
@@ -903,7 +896,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(2000))]
+    #![proptest_config(common::proptest_config(2000))]
 
     #[test]
     #[ignore = "long: 2,000 cases; run with --ignored"]

@@ -1,6 +1,8 @@
 //! Slot choice (cold before warm, affinity), batched reset, and exact
 //! capacity under sharding.
 
+mod common;
+
 use instance_pool::*;
 use proptest::prelude::*;
 use std::sync::{Arc, Barrier};
@@ -147,13 +149,7 @@ fn same_image_prefers_its_warm_slot() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 24,
-        failure_persistence: Some(Box::new(
-            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
-        )),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config(24))]
 
     /// With capacity N and T threads racing, exactly N acquisitions succeed
     /// while nothing is released, and all N again after a full release.
