@@ -46,7 +46,7 @@ pub(crate) enum MemoryOwner {
         needs_scrub: bool,
     },
     /// The memory's own reservation.
-    OnDemand(#[allow(dead_code)] Mmap),
+    OnDemand(#[allow(dead_code, reason = "owns the reservation until dropped")] Mmap),
 }
 
 impl MemoryEntry {

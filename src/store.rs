@@ -148,7 +148,7 @@ impl<T> LimiterCtx<'_, T> {
 ///    `desired` is saturated): [`Error::MaximumExceeded`]; else `apply` (the
 ///    OS work), whose failure is [`Error::Os`].
 /// 3. Either failure calls the limiter's failure hook exactly once.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "replaced by a request value")]
 pub(crate) async fn grow_protocol<T>(
     limiter: &mut LimiterCtx<'_, T>,
     backend: &Backend,

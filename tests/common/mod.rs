@@ -7,7 +7,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 /// Runs `fut` on this thread, parking until its waker fires: the smallest
 /// executor, so the async API is tested without a runtime dependency.
-#[allow(dead_code)] // not every test binary is async
+#[allow(dead_code, reason = "not every test binary is async")]
 pub fn block_on<F: Future>(fut: F) -> F::Output {
     struct Unpark(std::thread::Thread);
     impl Wake for Unpark {
@@ -29,7 +29,7 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 /// Proptest settings for this crate: `cases` cases, regressions kept next
 /// to the test file (`tests/<name>.regressions`), since the repository's
 /// top level holds no other folders.
-#[allow(dead_code)] // not every test binary runs proptests
+#[allow(dead_code, reason = "not every test binary runs proptests")]
 pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
     proptest::test_runner::Config {
         cases,
