@@ -8,6 +8,7 @@ mod image;
 mod layout;
 mod limits;
 mod memory;
+mod slot;
 mod store;
 mod sys;
 mod table;

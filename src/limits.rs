@@ -1,8 +1,10 @@
 //! Resource limiters: the host's say over every byte and element a tenant
-//! takes, and [`StoreLimits`], the ready-made one.
+//! takes, [`StoreLimits`], the ready-made one, and the grow protocol
+//! ([`grow`]): the one place where the limiter is asked and growth decided.
 
-use crate::Error;
+use crate::{Error, Resource};
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 
 /// The default per-store cap on instances, memories and tables.
@@ -246,4 +248,145 @@ impl StoreLimitsBuilder {
     pub fn build(self) -> StoreLimits {
         self.0
     }
+}
+
+/// A store's limiter: a closure finding it in the host data `T`.
+pub(crate) enum Limiter<T> {
+    Sync(Box<dyn FnMut(&mut T) -> &mut (dyn ResourceLimiter) + Send + Sync>),
+    Async(Box<dyn FnMut(&mut T) -> &mut (dyn ResourceLimiterAsync) + Send + Sync>),
+}
+
+/// The store's limiter and host data, borrowed for one operation. Without
+/// a limiter every growth is allowed and the default caps of 10,000 apply.
+pub(crate) struct LimiterCtx<'a, T> {
+    pub data: &'a mut T,
+    pub limiter: Option<&'a mut Limiter<T>>,
+}
+
+/// The installed limiter, found in the host data for one call.
+enum Hooks<'a> {
+    Sync(&'a mut dyn ResourceLimiter),
+    Async(&'a mut dyn ResourceLimiterAsync),
+}
+
+/// An answer to a growing call: now (a sync limiter) or later.
+enum Answer<'a> {
+    Now(bool),
+    Later(LimiterFuture<'a>),
+}
+
+/// Table sizes are `u32` in the limiter; the protocol's are `usize`.
+fn elements(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+impl<'a> Hooks<'a> {
+    fn growing(self, g: &Growth) -> Answer<'a> {
+        let (cur, want, max) = (g.current, g.desired, g.maximum);
+        let table = |c, d, m: Option<usize>| (elements(c), elements(d), m.map(elements));
+        match (self, g.resource) {
+            (Hooks::Sync(l), Resource::Table) => {
+                let (c, d, m) = table(cur, want, max);
+                Answer::Now(l.table_growing(c, d, m))
+            }
+            (Hooks::Sync(l), _) => Answer::Now(l.memory_growing(cur, want, max)),
+            (Hooks::Async(l), Resource::Table) => {
+                let (c, d, m) = table(cur, want, max);
+                Answer::Later(l.table_growing(c, d, m))
+            }
+            (Hooks::Async(l), _) => Answer::Later(l.memory_growing(cur, want, max)),
+        }
+    }
+
+    fn grow_failed(self, resource: Resource, error: &Error) {
+        match (self, resource) {
+            (Hooks::Sync(l), Resource::Table) => l.table_grow_failed(error),
+            (Hooks::Sync(l), _) => l.memory_grow_failed(error),
+            (Hooks::Async(l), Resource::Table) => l.table_grow_failed(error),
+            (Hooks::Async(l), _) => l.memory_grow_failed(error),
+        }
+    }
+
+    fn caps(self) -> (usize, usize, usize) {
+        match self {
+            Hooks::Sync(l) => (l.instances(), l.memories(), l.tables()),
+            Hooks::Async(l) => (l.instances(), l.memories(), l.tables()),
+        }
+    }
+}
+
+impl<T> LimiterCtx<'_, T> {
+    fn hooks(&mut self) -> Option<Hooks<'_>> {
+        Some(match self.limiter.as_deref_mut()? {
+            Limiter::Sync(f) => Hooks::Sync(f(self.data)),
+            Limiter::Async(f) => Hooks::Async(f(self.data)),
+        })
+    }
+
+    /// `(instances, memories, tables)` caps, read now.
+    pub fn caps(&mut self) -> (usize, usize, usize) {
+        let d = DEFAULT_STORE_CAP;
+        self.hooks().map_or((d, d, d), Hooks::caps)
+    }
+}
+
+/// One growth for [`grow`] to decide: of a memory (bytes) or a table
+/// (elements), at instantiation (from 0 to the minimum) or after.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Growth {
+    pub resource: Resource,
+    pub current: usize,
+    /// What the limiter sees: saturated if the request `overflowed`.
+    pub desired: usize,
+    /// Supplied by the allocator; `None`: unbounded.
+    pub maximum: Option<usize>,
+    /// The request did not fit its type (then `desired` is saturated).
+    pub overflowed: bool,
+}
+
+/// The grow protocol. The caller has already answered a grow by 0.
+///
+/// 1. Ask the limiter `growing(current, desired, maximum)`. `false`:
+///    [`Error::LimiterDenied`], no failure hook.
+/// 2. `desired > maximum`, or the request overflowed its type:
+///    [`Error::MaximumExceeded`]; else `apply` (the OS work), whose failure
+///    is [`Error::Os`].
+/// 3. Either failure calls the limiter's failure hook exactly once.
+pub(crate) async fn grow<T>(
+    limiter: &mut LimiterCtx<'_, T>,
+    growth: Growth,
+    apply: impl FnOnce() -> io::Result<()>,
+) -> Result<(), Error> {
+    let allowed = match limiter.hooks().map(|h| h.growing(&growth)) {
+        None => true,
+        Some(Answer::Now(ok)) => ok,
+        Some(Answer::Later(fut)) => fut.await,
+    };
+    let Growth {
+        resource,
+        desired,
+        maximum,
+        overflowed,
+        ..
+    } = growth;
+    if !allowed {
+        return Err(Error::LimiterDenied { resource, desired });
+    }
+    let result = match maximum {
+        Some(maximum) if overflowed || desired > maximum => Err(Error::MaximumExceeded {
+            resource,
+            desired,
+            maximum,
+        }),
+        None if overflowed => Err(Error::MaximumExceeded {
+            resource,
+            desired,
+            maximum: desired,
+        }),
+        _ => apply().map_err(Error::Os),
+    };
+    if let (Err(e), Some(h)) = (&result, limiter.hooks()) {
+        h.grow_failed(resource, e);
+    }
+    result
 }

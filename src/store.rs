@@ -1,26 +1,19 @@
-//! [`Store`]: a tenant's memories, tables and instances, its limiter, and
-//! the one place where growth is decided ([`grow_protocol`]).
+//! [`Store`]: a tenant's memories, tables and instances, and its limiter.
+//! Instantiation, growth and reset run here, on the records the allocator
+//! gave out; the public handles (`Memory`, `Table`) only delegate.
 
-use crate::allocator::{Backend, InstanceAllocator};
-use crate::memory::{Memory, MemoryEntry};
-use crate::table::{Table, TableEntry};
-use crate::{Error, InstanceLayout, Resource, ResourceLimiter, ResourceLimiterAsync, Result};
+use crate::allocator::{Allocator, InstanceAllocator, MemoryEntry, TableEntry};
+use crate::limits::{self, Growth, Limiter, LimiterCtx};
+use crate::{
+    Error, InstanceLayout, Resource, ResourceLimiter, ResourceLimiterAsync, Result, WASM_PAGE_SIZE,
+};
 use std::future::Future;
-use std::io;
 use std::ops::Range;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
-
-type SyncLimiter<T> = Box<dyn FnMut(&mut T) -> &mut (dyn ResourceLimiter) + Send + Sync>;
-type AsyncLimiter<T> = Box<dyn FnMut(&mut T) -> &mut (dyn ResourceLimiterAsync) + Send + Sync>;
-
-enum Limiter<T> {
-    Sync(SyncLimiter<T>),
-    Async(AsyncLimiter<T>),
-}
 
 /// A tenant: host data `T`, the instances it made, and the slots they hold.
 ///
@@ -29,17 +22,17 @@ enum Limiter<T> {
 /// was made from.
 pub struct Store<T> {
     id: u64,
-    backend: Backend,
+    allocator: Allocator,
     limiter: Option<Limiter<T>>,
     inner: StoreInner,
     data: T,
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct StoreInner {
+struct StoreInner {
     instances: Vec<InstanceRecord>,
-    pub memories: Vec<MemoryEntry>,
-    pub tables: Vec<TableEntry>,
+    memories: Vec<MemoryEntry>,
+    tables: Vec<TableEntry>,
 }
 
 #[derive(Debug)]
@@ -48,144 +41,18 @@ struct InstanceRecord {
     tables: Range<u32>,
 }
 
-/// An instance: a plain index into its store, `Copy`.
+/// An instance: a plain index into its store, `Copy`. Its memories and
+/// tables are found with [`Instance::memory`] and [`Instance::table`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Instance {
-    store: u64,
-    index: u32,
-}
-
-impl Instance {
-    /// The instance's `idx`-th memory, if it has one.
-    pub fn memory<T>(&self, store: &Store<T>, idx: usize) -> Option<Memory> {
-        let record = store.instance(*self);
-        let index = record.memories.clone().nth(idx)?;
-        Some(Memory {
-            store: self.store,
-            index,
-        })
-    }
-
-    /// The instance's `idx`-th table, if it has one.
-    pub fn table<T>(&self, store: &Store<T>, idx: usize) -> Option<Table> {
-        let record = store.instance(*self);
-        let index = record.tables.clone().nth(idx)?;
-        Some(Table {
-            store: self.store,
-            index,
-        })
-    }
-}
-
-/// The store's limiter, borrowed for one operation. Without a limiter every
-/// growth is allowed and the default caps of 10,000 apply.
-pub(crate) struct LimiterCtx<'a, T> {
-    data: &'a mut T,
-    limiter: &'a mut Option<Limiter<T>>,
-}
-
-impl<T> LimiterCtx<'_, T> {
-    async fn growing(
-        &mut self,
-        resource: Resource,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> bool {
-        let table = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-        match (self.limiter.as_mut(), resource) {
-            (None, _) => true,
-            (Some(Limiter::Sync(f)), Resource::Table) => {
-                f(self.data).table_growing(table(current), table(desired), maximum.map(table))
-            }
-            (Some(Limiter::Sync(f)), _) => f(self.data).memory_growing(current, desired, maximum),
-            (Some(Limiter::Async(f)), Resource::Table) => {
-                f(self.data)
-                    .table_growing(table(current), table(desired), maximum.map(table))
-                    .await
-            }
-            (Some(Limiter::Async(f)), _) => {
-                f(self.data).memory_growing(current, desired, maximum).await
-            }
-        }
-    }
-
-    fn grow_failed(&mut self, resource: Resource, error: &Error) {
-        match (self.limiter.as_mut(), resource) {
-            (None, _) => {}
-            (Some(Limiter::Sync(f)), Resource::Table) => f(self.data).table_grow_failed(error),
-            (Some(Limiter::Sync(f)), _) => f(self.data).memory_grow_failed(error),
-            (Some(Limiter::Async(f)), Resource::Table) => f(self.data).table_grow_failed(error),
-            (Some(Limiter::Async(f)), _) => f(self.data).memory_grow_failed(error),
-        }
-    }
-
-    /// `(instances, memories, tables)` caps, read now.
-    fn caps(&mut self) -> (usize, usize, usize) {
-        match self.limiter.as_mut() {
-            None => {
-                let d = crate::limits::DEFAULT_STORE_CAP;
-                (d, d, d)
-            }
-            Some(Limiter::Sync(f)) => {
-                let l = f(self.data);
-                (l.instances(), l.memories(), l.tables())
-            }
-            Some(Limiter::Async(f)) => {
-                let l = f(self.data);
-                (l.instances(), l.memories(), l.tables())
-            }
-        }
-    }
-}
-
-/// The grow protocol, for memories and tables, at instantiation (from 0 to
-/// the minimum) and after. The caller has already answered a grow by 0.
-///
-/// 1. Ask the limiter `growing(current, desired, maximum)`. `false`:
-///    [`Error::LimiterDenied`], no failure hook.
-/// 2. `desired > maximum`, or the request `overflowed` its type (then
-///    `desired` is saturated): [`Error::MaximumExceeded`]; else `apply` (the
-///    OS work), whose failure is [`Error::Os`].
-/// 3. Either failure calls the limiter's failure hook exactly once.
-#[allow(clippy::too_many_arguments, reason = "replaced by a request value")]
-pub(crate) async fn grow_protocol<T>(
-    limiter: &mut LimiterCtx<'_, T>,
-    backend: &Backend,
-    resource: Resource,
-    current: usize,
-    desired: usize,
-    maximum: Option<usize>,
-    overflowed: bool,
-    apply: impl FnOnce() -> io::Result<()>,
-) -> Result<()> {
-    if !limiter.growing(resource, current, desired, maximum).await {
-        backend.limiter_denied();
-        return Err(Error::LimiterDenied { resource, desired });
-    }
-    let result = match maximum {
-        Some(maximum) if overflowed || desired > maximum => Err(Error::MaximumExceeded {
-            resource,
-            desired,
-            maximum,
-        }),
-        None if overflowed => Err(Error::MaximumExceeded {
-            resource,
-            desired,
-            maximum: desired,
-        }),
-        _ => apply().map_err(Error::Os),
-    };
-    if let Err(e) = &result {
-        limiter.grow_failed(resource, e);
-    }
-    result
+    pub(crate) store: u64,
+    pub(crate) index: u32,
 }
 
 /// Slots taken by an instantiation in progress; released on drop (an error
 /// or a panic part-way) unless committed.
 struct Taking<'a> {
-    backend: &'a Backend,
+    allocator: &'a Allocator,
     /// Wake a waiting instantiation after rolling back. Off for the head
     /// waiter itself: only the head tries, so its own rollback can help
     /// nobody, and waking itself would make it spin.
@@ -198,16 +65,19 @@ struct Taking<'a> {
 impl Drop for Taking<'_> {
     fn drop(&mut self) {
         for m in self.memories.drain(..).rev() {
-            self.backend.release_memory(m);
+            self.allocator.release_memory(m);
         }
         for t in self.tables.drain(..).rev() {
-            self.backend.release_table(t);
+            self.allocator.release_table(t);
         }
+        let Some(pool) = self.allocator.pool() else {
+            return;
+        };
         if self.instance {
-            self.backend.release_instance();
+            pool.release_instance();
         }
         if self.notify {
-            self.backend.released();
+            pool.admission.released();
         }
     }
 }
@@ -218,7 +88,7 @@ impl<T> Store<T> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Store {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            backend: allocator.backend(),
+            allocator: allocator.allocator(),
             limiter: None,
             inner: StoreInner::default(),
             data,
@@ -273,7 +143,10 @@ impl<T> Store<T> {
     /// [`admission_timeout`](crate::PoolingConfig::admission_timeout)
     /// (zero by default: fail at once).
     pub async fn instantiate_async(&mut self, layout: &InstanceLayout) -> Result<Instance> {
-        let timeout = self.backend.admission_timeout();
+        let timeout = self
+            .allocator
+            .pool()
+            .map_or(Duration::ZERO, |p| p.admission_timeout());
         self.instantiate_waiting(layout, timeout).await
     }
 
@@ -305,11 +178,17 @@ impl<T> Store<T> {
         layout: &InstanceLayout,
         timeout: Duration,
     ) -> Result<Instance> {
-        let pool = match &self.backend {
-            Backend::Pool(p) if !timeout.is_zero() => p.clone(),
+        let pool = match self.allocator.pool() {
+            Some(p) if !timeout.is_zero() => p.clone(),
             _ => return self.instantiate_inner(layout, true).await,
         };
-        let deadline = Instant::now() + timeout;
+        // A timeout past what an `Instant` can hold waits for ever (a
+        // century, in practice).
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+            .unwrap_or(now);
         self.precheck(layout)?;
         let mut ticket = pool.admission.enqueue();
         loop {
@@ -333,28 +212,31 @@ impl<T> Store<T> {
     /// Cheaper than dropping the store and instantiating again: no slot
     /// changes hands, no image is remapped. The first `*_keep_resident`
     /// bytes are restored with writes; the rest is discarded with `madvise`.
-    /// An [`Error::Os`] leaves tables reset and memories with correct
-    /// contents but possibly larger than their minimum; reset again or drop
-    /// the store.
+    /// Every memory and table is reset even when one fails: an
+    /// [`Error::Os`] (the first one met) leaves every table reset and every
+    /// memory with correct contents, some possibly still larger than their
+    /// minimum; reset again or drop the store.
     pub fn reset(&mut self) -> Result<()> {
-        let (memory_keep, table_keep) = self.backend.keep_resident();
-        // Tables cannot fail; do them first so an OS error leaves only
-        // memories to redo.
+        let (memory_keep, table_keep) = self.allocator.pool().map_or((0, 0), |p| p.keep_resident());
         for t in &mut self.inner.tables {
-            t.reset(table_keep);
+            t.slot.clear(table_keep);
+            // Cannot fail: the slot held this many elements already.
+            let _ = t.slot.grow(t.minimum, 0);
         }
+        let mut first_error = None;
         for m in &mut self.inner.memories {
-            m.reset(memory_keep)?;
+            if let Err(e) = m.slot.reset(&m.plan, memory_keep) {
+                first_error.get_or_insert(Error::Os(e));
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The checks that waiting cannot change: the layout against the
     /// allocator, then the store's caps.
     fn precheck(&mut self, layout: &InstanceLayout) -> Result<()> {
-        let id = self.id;
-        let (mut limiter, inner, backend) = self.parts(id);
-        backend.check_layout(layout)?;
+        self.allocator.check_layout(layout)?;
+        let (mut limiter, inner) = self.parts();
         let (max_instances, max_memories, max_tables) = limiter.caps();
         let over = |have: usize, adding: usize, cap: usize| have.saturating_add(adding) > cap;
         if over(inner.instances.len(), 1, max_instances) {
@@ -385,50 +267,57 @@ impl<T> Store<T> {
     ) -> Result<Instance> {
         self.precheck(layout)?;
         let id = self.id;
-        let (mut limiter, inner, backend) = self.parts(id);
+        let allocator = &self.allocator;
+        let (mut limiter, inner) = (
+            LimiterCtx {
+                data: &mut self.data,
+                limiter: self.limiter.as_mut(),
+            },
+            &mut self.inner,
+        );
         let mut taking = Taking {
-            backend,
+            allocator,
             notify,
             instance: false,
             memories: Vec::new(),
             tables: Vec::new(),
         };
-        backend.acquire_instance()?;
-        taking.instance = true;
+        if let Some(pool) = allocator.pool() {
+            pool.acquire_instance()?;
+            taking.instance = true;
+        }
         for plan in &layout.memories {
-            taking.memories.push(backend.acquire_memory(plan)?);
+            taking.memories.push(allocator.acquire_memory(plan)?);
         }
         for ty in &layout.tables {
-            taking.tables.push(backend.acquire_table(ty)?);
+            taking.tables.push(allocator.acquire_table(ty)?);
         }
 
-        for (entry, plan) in taking.memories.iter_mut().zip(&layout.memories) {
-            let min = plan.ty.min_bytes();
-            grow_protocol(
-                &mut limiter,
-                backend,
-                Resource::Memory,
-                0,
-                min,
-                Some(entry.maximum),
-                false,
-                || backend.prepare_memory(entry, plan, min),
-            )
-            .await?;
+        for entry in taking.memories.iter_mut() {
+            let min = entry.plan.ty.min_bytes();
+            let growth = Growth {
+                resource: Resource::Memory,
+                current: 0,
+                desired: min,
+                maximum: Some(entry.maximum),
+                overflowed: false,
+            };
+            let r = limits::grow(&mut limiter, growth, || {
+                allocator.prepare_memory(entry, min)
+            });
+            counted(allocator, r.await)?;
         }
-        for (entry, ty) in taking.tables.iter_mut().zip(&layout.tables) {
-            let maximum = entry.maximum.map(|m| m as usize);
-            grow_protocol(
-                &mut limiter,
-                backend,
-                Resource::Table,
-                0,
-                ty.minimum as usize,
-                maximum,
-                false,
-                || entry.resize(ty.minimum, 0),
-            )
-            .await?;
+        for entry in taking.tables.iter_mut() {
+            let growth = Growth {
+                resource: Resource::Table,
+                current: 0,
+                desired: entry.minimum as usize,
+                maximum: entry.maximum.map(|m| m as usize),
+                overflowed: false,
+            };
+            let min = entry.minimum;
+            let r = limits::grow(&mut limiter, growth, || entry.slot.grow(min, 0));
+            counted(allocator, r.await)?;
         }
 
         let to_u32 = |n: usize| u32::try_from(n).expect("store caps keep counts in u32");
@@ -447,71 +336,155 @@ impl<T> Store<T> {
         })
     }
 
-    /// The limiter, the slots and the allocator, borrowed apart; panics if
-    /// `store_id` is not this store's.
-    pub(crate) fn parts(
+    /// Grows memory `index` by `delta_pages`, returning the old size in
+    /// pages (see [`Memory::grow`](crate::Memory::grow)).
+    pub(crate) async fn grow_memory(
         &mut self,
-        store_id: u64,
-    ) -> (LimiterCtx<'_, T>, &mut StoreInner, &Backend) {
-        assert_eq!(
-            store_id, self.id,
-            "handle used with a store it does not belong to"
-        );
+        store: u64,
+        index: u32,
+        delta_pages: u64,
+    ) -> Result<u64> {
+        self.check(store);
+        let (mut limiter, inner) = self.parts();
+        let entry = &mut inner.memories[index as usize];
+        let current = entry.slot.size();
+        let pages = (current / WASM_PAGE_SIZE) as u64;
+        if delta_pages == 0 {
+            return Ok(pages);
+        }
+        // Saturate to the largest page-aligned size when the sum overflows:
+        // the limiter still sees a real request, and the maximum refuses it.
+        let exact = pages
+            .checked_add(delta_pages)
+            .and_then(|p| p.checked_mul(WASM_PAGE_SIZE as u64))
+            .and_then(|b| usize::try_from(b).ok());
+        let desired = exact.unwrap_or(usize::MAX & !(WASM_PAGE_SIZE - 1));
+        let growth = Growth {
+            resource: Resource::Memory,
+            current,
+            desired,
+            maximum: Some(entry.maximum),
+            overflowed: exact.is_none(),
+        };
+        let r = limits::grow(&mut limiter, growth, || entry.slot.resize(desired)).await;
+        counted(&self.allocator, r)?;
+        Ok(pages)
+    }
+
+    /// Grows table `index` by `delta` elements set to `init`, returning the
+    /// old size (see [`Table::grow`](crate::Table::grow)).
+    pub(crate) async fn grow_table(
+        &mut self,
+        store: u64,
+        index: u32,
+        delta: u32,
+        init: usize,
+    ) -> Result<u32> {
+        self.check(store);
+        let (mut limiter, inner) = self.parts();
+        let entry = &mut inner.tables[index as usize];
+        let current = entry.slot.size();
+        if delta == 0 {
+            return Ok(current);
+        }
+        let (desired, overflowed) = match current.checked_add(delta) {
+            Some(d) => (d, false),
+            None => (u32::MAX, true),
+        };
+        let growth = Growth {
+            resource: Resource::Table,
+            current: current as usize,
+            desired: desired as usize,
+            maximum: entry.maximum.map(|m| m as usize),
+            overflowed,
+        };
+        let r = limits::grow(&mut limiter, growth, || entry.slot.grow(desired, init)).await;
+        counted(&self.allocator, r)?;
+        Ok(current)
+    }
+
+    /// The limiter and the records, borrowed apart.
+    fn parts(&mut self) -> (LimiterCtx<'_, T>, &mut StoreInner) {
         (
             LimiterCtx {
                 data: &mut self.data,
-                limiter: &mut self.limiter,
+                limiter: self.limiter.as_mut(),
             },
             &mut self.inner,
-            &self.backend,
         )
     }
 
-    fn instance(&self, i: Instance) -> &InstanceRecord {
+    /// Panics if a handle from store `store` is used with this one.
+    fn check(&self, store: u64) {
         assert_eq!(
-            i.store, self.id,
-            "instance used with a store it does not belong to"
+            store, self.id,
+            "handle used with a store it does not belong to"
         );
+    }
+
+    /// The index in this store of instance `i`'s `idx`-th memory.
+    pub(crate) fn instance_memory(&self, i: Instance, idx: usize) -> Option<u32> {
+        self.instance(i).memories.clone().nth(idx)
+    }
+
+    /// The index in this store of instance `i`'s `idx`-th table.
+    pub(crate) fn instance_table(&self, i: Instance, idx: usize) -> Option<u32> {
+        self.instance(i).tables.clone().nth(idx)
+    }
+
+    fn instance(&self, i: Instance) -> &InstanceRecord {
+        self.check(i.store);
         &self.inner.instances[i.index as usize]
     }
 
-    pub(crate) fn memory(&self, m: Memory) -> &MemoryEntry {
-        assert_eq!(
-            m.store, self.id,
-            "memory used with a store it does not belong to"
-        );
-        &self.inner.memories[m.index as usize]
+    /// Memory `index` of this store, for a handle from store `store`.
+    pub(crate) fn memory(&self, store: u64, index: u32) -> &MemoryEntry {
+        self.check(store);
+        &self.inner.memories[index as usize]
     }
 
-    pub(crate) fn table(&self, t: Table) -> &TableEntry {
-        assert_eq!(
-            t.store, self.id,
-            "table used with a store it does not belong to"
-        );
-        &self.inner.tables[t.index as usize]
+    /// Memory `index`, mutably.
+    pub(crate) fn memory_mut(&mut self, store: u64, index: u32) -> &mut MemoryEntry {
+        self.check(store);
+        &mut self.inner.memories[index as usize]
     }
 
-    pub(crate) fn table_mut(&mut self, t: Table) -> &mut TableEntry {
-        assert_eq!(
-            t.store, self.id,
-            "table used with a store it does not belong to"
-        );
-        &mut self.inner.tables[t.index as usize]
+    /// Table `index` of this store, for a handle from store `store`.
+    pub(crate) fn table(&self, store: u64, index: u32) -> &TableEntry {
+        self.check(store);
+        &self.inner.tables[index as usize]
     }
+
+    /// Table `index`, mutably.
+    pub(crate) fn table_mut(&mut self, store: u64, index: u32) -> &mut TableEntry {
+        self.check(store);
+        &mut self.inner.tables[index as usize]
+    }
+}
+
+/// Counts a limiter refusal in the pool's metrics.
+fn counted<R>(allocator: &Allocator, result: Result<R>) -> Result<R> {
+    if let (Err(Error::LimiterDenied { .. }), Some(pool)) = (&result, allocator.pool()) {
+        pool.limiter_denied();
+    }
+    result
 }
 
 impl<T> Drop for Store<T> {
     fn drop(&mut self) {
         for m in self.inner.memories.drain(..) {
-            self.backend.release_memory(m);
+            self.allocator.release_memory(m);
         }
         for t in self.inner.tables.drain(..) {
-            self.backend.release_table(t);
+            self.allocator.release_table(t);
         }
+        let Some(pool) = self.allocator.pool() else {
+            return;
+        };
         for _ in self.inner.instances.drain(..) {
-            self.backend.release_instance();
+            pool.release_instance();
         }
-        self.backend.released();
+        pool.admission.released();
     }
 }
 

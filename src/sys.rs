@@ -161,6 +161,12 @@ unsafe impl Send for SlotPtr {}
 unsafe impl Sync for SlotPtr {}
 
 impl SlotPtr {
+    /// A non-null address aligned for any element type a slot holds, for
+    /// mappings of length 0 (never dereferenced).
+    fn dangling() -> SlotPtr {
+        SlotPtr(NonNull::<u64>::dangling().cast())
+    }
+
     /// The address.
     pub fn as_ptr(self) -> *mut u8 {
         self.0.as_ptr()
@@ -203,7 +209,7 @@ impl Mmap {
     fn anonymous(len: usize, prot: ProtFlags) -> io::Result<Mmap> {
         if len == 0 {
             return Ok(Mmap {
-                ptr: SlotPtr(NonNull::dangling()),
+                ptr: SlotPtr::dangling(),
                 len: 0,
             });
         }
@@ -229,7 +235,7 @@ impl Mmap {
     pub fn file_read_only(fd: impl AsFd, len: usize) -> io::Result<Mmap> {
         if len == 0 {
             return Ok(Mmap {
-                ptr: SlotPtr(NonNull::dangling()),
+                ptr: SlotPtr::dangling(),
                 len: 0,
             });
         }

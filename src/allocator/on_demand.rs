@@ -2,12 +2,9 @@
 //! instantiation and unmapped at release. The baseline a pool is measured
 //! against.
 
+use crate::Result;
 use crate::layout::MemoryPlan;
-use crate::memory::{MemoryEntry, MemoryOwner};
-use crate::sys::{self, Mmap};
-use crate::table::{TableEntry, TableOwner};
-use crate::{Result, TableType};
-use std::io;
+use crate::slot::MemorySlot;
 
 /// Maps each memory on its own: `guard | reservation | guard`, where the
 /// reservation is the declared maximum (4 GiB when none), `PROT_NONE` past
@@ -31,59 +28,9 @@ impl Default for OnDemandInstanceAllocator {
 }
 
 impl OnDemandInstanceAllocator {
-    pub(crate) fn reserve_memory(&self, plan: &MemoryPlan) -> Result<MemoryEntry> {
+    /// A reservation for `plan`'s memory, and the maximum the limiter sees.
+    pub(crate) fn reserve_memory(&self, plan: &MemoryPlan) -> Result<(MemorySlot, usize)> {
         let capacity = plan.ty.declared_max_bytes();
-        let mmap = Mmap::reserve(capacity + 2 * self.guard_size)?;
-        // SAFETY: the reservation is `guard + capacity + guard` long.
-        let base = unsafe { mmap.ptr().add(self.guard_size) };
-        Ok(MemoryEntry {
-            base,
-            size: 0,
-            capacity,
-            guard: self.guard_size,
-            maximum: capacity,
-            accessible: 0,
-            plan: plan.clone(),
-            owner: MemoryOwner::OnDemand(mmap),
-        })
-    }
-
-    pub(crate) fn prepare_memory(
-        entry: &mut MemoryEntry,
-        plan: &MemoryPlan,
-        size: usize,
-    ) -> io::Result<()> {
-        match &plan.image {
-            Some(image) if image.is_mapped() => {
-                let fd = image.file().expect("mapped image has a file");
-                // SAFETY: a fresh reservation of ours; the image fits in the
-                // minimum, which fits in the reservation.
-                unsafe { sys::map_file_private_fixed(entry.base, image.mapped_len(), fd)? };
-                entry.accessible = image.mapped_len();
-                entry.resize(size)
-            }
-            Some(image) => {
-                entry.resize(size)?;
-                // SAFETY: `[0, size)` is read-write and ours; len <= size.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        image.bytes().as_ptr(),
-                        entry.base.as_ptr(),
-                        image.len(),
-                    )
-                };
-                Ok(())
-            }
-            None => entry.resize(size),
-        }
-    }
-
-    pub(crate) fn table(ty: &TableType) -> TableEntry {
-        TableEntry {
-            size: 0,
-            minimum: ty.minimum,
-            maximum: ty.maximum,
-            owner: TableOwner::OnDemand(Vec::new()),
-        }
+        Ok((MemorySlot::reserve(capacity, self.guard_size)?, capacity))
     }
 }

@@ -12,25 +12,14 @@
 //! and the unreached parts of those slots: all of it is released or guard,
 //! so making it `PROT_NONE` and discarding its pages is what each slot wants.
 
-use super::memory_pool::MemorySlotState;
+use crate::slot::Queued;
 use crate::sys::SlotPtr;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A released slot waiting for `[from, to)` to be discarded and made
-/// `PROT_NONE` (offsets from the slot's base).
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub index: u32,
-    pub base: SlotPtr,
-    pub from: usize,
-    pub to: usize,
-    pub state: MemorySlotState,
-}
-
 pub(crate) struct DecommitQueue {
     batch: usize,
-    pending: Mutex<Vec<Pending>>,
+    pending: Mutex<Vec<Queued>>,
     len: AtomicUsize,
 }
 
@@ -45,7 +34,7 @@ impl DecommitQueue {
 
     /// Queues `p`; runs `finish` on the whole batch once it is full. With a
     /// batch of 1, `finish` runs at once without the lock.
-    pub fn push(&self, p: Pending, finish: impl FnOnce(Vec<Pending>)) {
+    pub fn push(&self, p: Queued, finish: impl FnOnce(Vec<Queued>)) {
         if self.batch <= 1 {
             return finish(vec![p]);
         }
@@ -62,7 +51,7 @@ impl DecommitQueue {
     }
 
     /// Runs `finish` on whatever is queued (under the lock, see `push`).
-    pub fn flush(&self, finish: impl FnOnce(Vec<Pending>)) {
+    pub fn flush(&self, finish: impl FnOnce(Vec<Queued>)) {
         let mut pending = self.pending.lock();
         let batch = std::mem::take(&mut *pending);
         finish(batch);
@@ -77,7 +66,7 @@ impl DecommitQueue {
 /// Consecutive slots whose reset ranges can be one call: sorted by index,
 /// each slot after the first in a run starting its range at offset 0.
 pub(crate) struct Run {
-    slots: Vec<Pending>,
+    slots: Vec<Queued>,
     stride: usize,
 }
 
@@ -86,25 +75,26 @@ impl Run {
     pub fn range(&self) -> Option<(SlotPtr, usize)> {
         let first = self.slots.first()?;
         let last = self.slots.last()?;
-        let start = first.index as usize * self.stride + first.from;
-        let end = last.index as usize * self.stride + last.to;
+        let start = first.index() as usize * self.stride + first.from();
+        let end = last.index() as usize * self.stride + last.to();
         // SAFETY: `from` lies inside the first slot.
-        (end > start).then(|| (unsafe { first.base.add(first.from) }, end - start))
+        (end > start).then(|| (unsafe { first.base().add(first.from()) }, end - start))
     }
 
-    pub fn into_slots(self) -> Vec<Pending> {
+    pub fn into_slots(self) -> Vec<Queued> {
         self.slots
     }
 }
 
 /// Splits a batch into runs that each need one `madvise` + one `mprotect`.
-pub(crate) fn runs(mut batch: Vec<Pending>, stride: usize) -> Vec<Run> {
-    batch.sort_unstable_by_key(|p| p.index);
+pub(crate) fn runs(mut batch: Vec<Queued>, stride: usize) -> Vec<Run> {
+    batch.sort_unstable_by_key(|p| p.index());
     let mut runs: Vec<Run> = Vec::new();
     for p in batch {
         match runs.last_mut() {
             Some(run)
-                if p.from == 0 && run.slots.last().is_some_and(|l| l.index + 1 == p.index) =>
+                if p.from() == 0
+                    && run.slots.last().is_some_and(|l| l.index() + 1 == p.index()) =>
             {
                 run.slots.push(p)
             }

@@ -24,38 +24,20 @@
 //! is restored in place (the image's bytes copied back, zeroes after) and
 //! stays resident and accessible; `[keep_resident, accessible)` is released
 //! with `madvise(MADV_DONTNEED)` (which brings back the image's own pages)
-//! and made `PROT_NONE`, through the [`DecommitQueue`].
+//! and made `PROT_NONE`, through the [`DecommitQueue`]. What is done to a
+//! slot is [`MemorySlot`]'s business; this file decides where slots are and
+//! which one a tenant gets.
 
-use super::decommit::{DecommitQueue, Pending};
+use super::decommit::{self, DecommitQueue};
 use super::index::{SlotIndex, Taken};
 use super::metrics::Counters;
 use crate::config::PoolingConfig;
 use crate::layout::MemoryPlan;
-use crate::memory::{MemoryEntry, MemoryOwner, restore_contents};
-use crate::sys::{self, Mmap, SlotPtr};
-use crate::{Error, MemoryImage, Resource, Result, WASM_PAGE_SIZE};
+use crate::slot::{self, ImageWork, MemorySlot, Parked, Queued, Released};
+use crate::sys::{Mmap, SlotPtr};
+use crate::{Error, Resource, Result, WASM_PAGE_SIZE};
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-
-/// What a free memory slot holds, carried through the free lists.
-#[derive(Debug, Default)]
-pub(crate) struct MemorySlotState {
-    /// `[0, accessible)` is read-write.
-    pub accessible: usize,
-    /// The image mapped at the start of the slot, if any.
-    pub image: Option<Arc<MemoryImage>>,
-    /// A reset failed part-way: the slot must be remapped before reuse.
-    pub needs_scrub: bool,
-    /// Bytes kept resident by the last reset (for metrics).
-    pub resident: usize,
-}
-
-impl MemorySlotState {
-    fn affinity(&self) -> u64 {
-        self.image.as_ref().map_or(0, |i| i.id())
-    }
-}
 
 pub(crate) struct MemoryPool {
     slab: Mmap,
@@ -65,7 +47,7 @@ pub(crate) struct MemoryPool {
     stride: usize,
     keep_resident: usize,
     total: u32,
-    index: SlotIndex<MemorySlotState>,
+    index: SlotIndex<Parked>,
     decommit: DecommitQueue,
     in_use: AtomicU32,
 }
@@ -132,8 +114,8 @@ impl MemoryPool {
 
     /// Takes a slot for `plan`: the pool-wide count and a free slot (no
     /// syscall). Flushes pending resets and retries before reporting
-    /// exhaustion.
-    pub fn acquire(&self, plan: &MemoryPlan, counters: &Counters) -> Result<MemoryEntry> {
+    /// exhaustion. Returns the slot and the maximum the limiter sees.
+    pub fn acquire(&self, plan: &MemoryPlan, counters: &Counters) -> Result<(MemorySlot, usize)> {
         let affinity = plan
             .image
             .as_ref()
@@ -157,135 +139,44 @@ impl MemoryPool {
         let Taken { index, state } = taken;
         counters.resident_sub(state.resident);
         let page_cap = self.slot_size / WASM_PAGE_SIZE * WASM_PAGE_SIZE;
-        Ok(MemoryEntry {
-            base: self.base(index),
-            size: 0,
-            capacity: self.slot_size,
-            guard: self.guard_size,
-            maximum: plan.ty.declared_max_bytes().min(page_cap),
-            accessible: state.accessible,
-            plan: plan.clone(),
-            owner: MemoryOwner::Pool {
-                index,
-                image: state.image,
-                needs_scrub: state.needs_scrub,
-            },
-        })
+        let slot = MemorySlot::in_slab(
+            self.base(index),
+            self.slot_size,
+            self.guard_size,
+            index,
+            state,
+        );
+        Ok((slot, plan.ty.declared_max_bytes().min(page_cap)))
     }
 
-    /// Makes the slot hold `plan`'s image and exactly `size` accessible
-    /// bytes. Only the work the slot's state requires is done: a warm slot
-    /// with the same image and enough access needs no syscall at all.
-    /// On error the entry still describes the slot truthfully, so release
-    /// resets it.
+    /// [`MemorySlot::prepare`], counted.
     pub fn prepare(
         &self,
-        entry: &mut MemoryEntry,
+        slot: &mut MemorySlot,
         plan: &MemoryPlan,
         size: usize,
         counters: &Counters,
     ) -> io::Result<()> {
-        let MemoryOwner::Pool {
-            image, needs_scrub, ..
-        } = &mut entry.owner
-        else {
-            unreachable!("pool prepares pool memories only")
-        };
-        let base = entry.base;
-        if *needs_scrub {
-            // SAFETY: the slot is ours and nothing references its bytes.
-            unsafe { sys::map_anonymous_none_fixed(base, self.slot_size)? };
-            entry.accessible = 0;
-            *image = None;
-            *needs_scrub = false;
-        }
-        let want = plan.image.as_ref().filter(|i| i.is_mapped());
-        let same = image.as_ref().map(|i| i.id()) == want.map(|i| i.id());
-        if !same {
-            // SAFETY: `[0, accessible)` is inside our slot, and no reference
-            // into it exists while we hold the entry mutably.
-            unsafe { sys::protect_none(base, entry.accessible)? };
-            entry.accessible = 0;
-            if let Some(old) = image {
-                // SAFETY: the old image's mapping lies at the start of our
-                // slot (it fit the minimum it was mapped for); unreferenced.
-                unsafe { sys::map_anonymous_none_fixed(base, old.mapped_len())? };
-                *image = None;
-            }
-            if let Some(new) = want {
-                let fd = new.file().expect("mapped image has a file");
-                // SAFETY: the image fits the layout's minimum (checked before
-                // anything is taken), which fits the slot; unreferenced.
-                unsafe { sys::map_file_private_fixed(base, new.mapped_len(), fd)? };
-                *image = Some(new.clone());
-                entry.accessible = new.mapped_len();
-                counters.image_mapped();
-            }
-        } else if want.is_some() {
-            counters.image_reused();
-        }
-        entry.resize(size)?;
-        if let Some(img) = plan.image.as_ref().filter(|i| !i.is_mapped()) {
-            // SAFETY: `[0, size)` is read-write and ours; the image fits in
-            // the minimum (checked with the layout).
-            unsafe {
-                std::ptr::copy_nonoverlapping(img.bytes().as_ptr(), base.as_ptr(), img.len())
-            };
-            counters.image_copied();
+        match slot.prepare(plan, size)? {
+            ImageWork::None => {}
+            ImageWork::Mapped => counters.image_mapped(),
+            ImageWork::Reused => counters.image_reused(),
+            ImageWork::Copied => counters.image_copied(),
         }
         Ok(())
     }
 
     /// Resets a released slot and returns it to the free lists (now, or
-    /// after its batch is flushed).
-    pub fn release(&self, entry: MemoryEntry, counters: &Counters) {
-        let MemoryOwner::Pool {
-            index,
-            image,
-            needs_scrub,
-        } = entry.owner
-        else {
-            unreachable!("pool releases pool memories only")
-        };
-        if needs_scrub {
-            // A failed reset left its protections unknown (an `mprotect` can
-            // fail part-way), so writing to it could fault: leave it as it
-            // is. It is remapped whole before anyone gets it again.
-            let state = MemorySlotState {
-                accessible: 0,
-                image,
-                needs_scrub,
-                resident: 0,
-            };
-            self.in_use.fetch_sub(1, Ordering::Relaxed);
-            return self.return_slot(index, state, counters);
-        }
-        let keep = self.keep_resident.min(entry.accessible);
-        // SAFETY: the store is gone and the slot's state is known (not
-        // `needs_scrub`), so `[0, accessible)` is read-write and unreferenced.
-        unsafe { restore_contents(entry.base, 0, keep, image.as_deref()) };
-        let mut state = MemorySlotState {
-            accessible: entry.accessible,
-            image,
-            needs_scrub,
-            resident: keep,
-        };
-        if entry.accessible > keep {
-            state.accessible = keep;
-            let pending = Pending {
-                index,
-                base: entry.base,
-                from: keep,
-                to: entry.accessible,
-                state,
-            };
-            self.in_use.fetch_sub(1, Ordering::Relaxed);
-            self.decommit
-                .push(pending, |batch| self.finish(batch, counters));
-        } else {
-            // Not in use before it is free: in_use never exceeds the total.
-            self.in_use.fetch_sub(1, Ordering::Relaxed);
-            self.return_slot(index, state, counters);
+    /// after its batch is revoked).
+    pub fn release(&self, slot: MemorySlot, counters: &Counters) {
+        let released = slot.release(self.keep_resident);
+        // Not in use before it is free: in_use never exceeds the total.
+        self.in_use.fetch_sub(1, Ordering::Relaxed);
+        match released {
+            Released::Ready(index, parked) => self.return_slot(index, parked, counters),
+            Released::Revoke(queued) => self
+                .decommit
+                .push(queued, |batch| self.finish(batch, counters)),
         }
     }
 
@@ -294,41 +185,25 @@ impl MemoryPool {
         self.decommit.flush(|batch| self.finish(batch, counters));
     }
 
-    /// Issues a batch's syscalls (merged over neighbouring slots) and
-    /// returns its slots.
-    fn finish(&self, batch: Vec<Pending>, counters: &Counters) {
-        for run in super::decommit::runs(batch, self.stride) {
-            let failed = run.range().is_some_and(|(start, len)| {
+    /// Revokes a batch (merged over neighbouring slots) and returns its
+    /// slots; a failed run's slots are scrubbed.
+    fn finish(&self, batch: Vec<Queued>, counters: &Counters) {
+        for run in decommit::runs(batch, self.stride) {
+            let ok = run.range().is_none_or(|(start, len)| {
                 // SAFETY: the run covers only released slots (and the guards
-                // between them), none referenced by anyone.
-                unsafe {
-                    sys::decommit(start, len)
-                        .and_then(|()| sys::protect_none(start, len))
-                        .is_err()
-                }
+                // between them) of our slab, none referenced by anyone.
+                unsafe { slot::revoke(start, len) }.is_ok()
             });
-            for mut p in run.into_slots() {
-                if failed {
-                    self.scrub(&mut p);
-                }
-                self.return_slot(p.index, p.state, counters);
+            for queued in run.into_slots() {
+                let (index, parked) = queued.finish(ok);
+                self.return_slot(index, parked, counters);
             }
         }
     }
 
-    /// After a failed reset: remap the slot fresh, or mark it to be remapped
-    /// before its next use. Either way its bytes never reach a tenant.
-    fn scrub(&self, p: &mut Pending) {
-        // SAFETY: the slot is released and unreferenced.
-        match unsafe { sys::map_anonymous_none_fixed(p.base, self.slot_size) } {
-            Ok(()) => p.state = MemorySlotState::default(),
-            Err(_) => p.state.needs_scrub = true,
-        }
-    }
-
-    fn return_slot(&self, index: u32, state: MemorySlotState, counters: &Counters) {
-        counters.resident_add(state.resident);
-        self.index.release(index, state.affinity(), state);
+    fn return_slot(&self, index: u32, parked: Parked, counters: &Counters) {
+        counters.resident_add(parked.resident);
+        self.index.release(index, parked.affinity(), parked);
     }
 
     pub fn in_use(&self) -> u32 {

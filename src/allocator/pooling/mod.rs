@@ -11,14 +11,17 @@ mod metrics;
 mod table_pool;
 
 pub use metrics::PoolMetrics;
-pub(crate) use table_pool::zero_elements as zero_table_elements;
 
 use crate::config::PoolingConfig;
-use crate::{Error, InstanceLayout, Resource, Result, sys};
+use crate::layout::MemoryPlan;
+use crate::slot::{MemorySlot, TableSlot};
+use crate::{Error, InstanceLayout, Resource, Result, TableType, sys};
 use memory_pool::MemoryPool;
 use metrics::Counters;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 use table_pool::TablePool;
 
 /// Kernel mappings one memory slot may use (image, read-write, `PROT_NONE`).
@@ -30,7 +33,7 @@ const MAPPINGS_PER_MEMORY: usize = 3;
 /// See [`PoolingConfig`] for the knobs and the crate docs for the layout.
 #[derive(Clone)]
 pub struct PoolingInstanceAllocator {
-    pub(crate) inner: Arc<PoolInner>,
+    pub(crate) inner: Arc<Pool>,
 }
 
 impl std::fmt::Debug for PoolingInstanceAllocator {
@@ -41,14 +44,14 @@ impl std::fmt::Debug for PoolingInstanceAllocator {
     }
 }
 
-#[doc(hidden)]
-pub struct PoolInner {
-    pub(crate) config: PoolingConfig,
+/// The pool behind every clone of a [`PoolingInstanceAllocator`].
+pub(crate) struct Pool {
+    config: PoolingConfig,
     pub(crate) admission: admission::Admission,
     instances_in_use: AtomicU32,
-    pub(crate) memories: MemoryPool,
-    pub(crate) tables: TablePool,
-    pub(crate) counters: Counters,
+    memories: MemoryPool,
+    tables: TablePool,
+    counters: Counters,
 }
 
 impl PoolingInstanceAllocator {
@@ -74,7 +77,7 @@ impl PoolingInstanceAllocator {
         }
         let shards = index::default_shards();
         Ok(PoolingInstanceAllocator {
-            inner: Arc::new(PoolInner {
+            inner: Arc::new(Pool {
                 memories: MemoryPool::new(config, shards)?,
                 tables: TablePool::new(config, shards)?,
                 config: config.clone(),
@@ -115,7 +118,8 @@ impl PoolingInstanceAllocator {
     }
 }
 
-impl PoolInner {
+impl Pool {
+    /// [`Error::Unsupported`] if the layout can never fit this pool.
     pub(crate) fn check_layout(&self, layout: &InstanceLayout) -> Result<()> {
         let c = &self.config;
         if layout.memories.len() > c.max_memories_per_instance as usize {
@@ -176,5 +180,48 @@ impl PoolInner {
 
     pub(crate) fn release_instance(&self) {
         self.instances_in_use.fetch_sub(1, Ordering::Release);
+    }
+
+    /// A memory slot for `plan` and the maximum the limiter sees.
+    pub(crate) fn acquire_memory(&self, plan: &MemoryPlan) -> Result<(MemorySlot, usize)> {
+        self.memories.acquire(plan, &self.counters)
+    }
+
+    /// The OS work of an instantiation (see [`MemorySlot::prepare`]).
+    pub(crate) fn prepare_memory(
+        &self,
+        slot: &mut MemorySlot,
+        plan: &MemoryPlan,
+        size: usize,
+    ) -> io::Result<()> {
+        self.memories.prepare(slot, plan, size, &self.counters)
+    }
+
+    pub(crate) fn release_memory(&self, slot: MemorySlot) {
+        self.memories.release(slot, &self.counters)
+    }
+
+    /// A table slot for `ty` and the maximum the limiter sees.
+    pub(crate) fn acquire_table(&self, ty: &TableType) -> Result<(TableSlot, u32)> {
+        self.tables.acquire(ty, &self.counters)
+    }
+
+    pub(crate) fn release_table(&self, slot: TableSlot) {
+        self.tables.release(slot, &self.counters)
+    }
+
+    /// `(memory, table)` bytes a reset restores in place.
+    pub(crate) fn keep_resident(&self) -> (usize, usize) {
+        (self.memories.keep_resident(), self.tables.keep_resident())
+    }
+
+    /// How long `instantiate_async` waits for a slot by default.
+    pub(crate) fn admission_timeout(&self) -> Duration {
+        self.config.admission_timeout
+    }
+
+    /// The limiter refused a growth.
+    pub(crate) fn limiter_denied(&self) {
+        self.counters.denied()
     }
 }

@@ -10,15 +10,16 @@
 //! ```
 //!
 //! Elements are only reached through bounds-checked calls, so tables need
-//! no guard pages. A released table's used elements are zeroed: with
-//! `memset` up to `table_keep_resident` bytes (at least the first host
-//! page: a small table is never worth a syscall), with `madvise` beyond.
+//! no guard pages. A released table's used elements are zeroed
+//! ([`TableSlot::clear`]): with `memset` up to `table_keep_resident` bytes
+//! (at least the first host page: a small table is never worth a syscall),
+//! with `madvise` beyond.
 
 use super::index::SlotIndex;
 use super::metrics::Counters;
 use crate::config::PoolingConfig;
+use crate::slot::TableSlot;
 use crate::sys::{self, Mmap, SlotPtr};
-use crate::table::{TableEntry, TableOwner};
 use crate::{Error, Resource, Result, TableType};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -86,8 +87,9 @@ impl TablePool {
         unsafe { self.slab.ptr().add(index as usize * self.stride) }
     }
 
-    /// Takes a free slot (zeroed) for a table of `ty`, of size 0.
-    pub fn acquire(&self, ty: &TableType, counters: &Counters) -> Result<TableEntry> {
+    /// Takes a free slot (zeroed) for a table of `ty`, of size 0; returns
+    /// it and the maximum the limiter sees.
+    pub fn acquire(&self, ty: &TableType, counters: &Counters) -> Result<(TableSlot, u32)> {
         let taken = self.index.acquire(0).ok_or_else(|| {
             counters.exhausted(Resource::Table);
             Error::PoolExhausted {
@@ -98,28 +100,23 @@ impl TablePool {
         self.in_use.fetch_add(1, Ordering::Relaxed);
         counters.acquired(Resource::Table);
         counters.resident_sub(taken.state.resident);
-        Ok(TableEntry {
-            size: 0,
-            minimum: ty.minimum,
-            maximum: Some(ty.maximum.unwrap_or(u32::MAX).min(self.elements)),
-            owner: TableOwner::Pool {
-                index: taken.index,
-                base: self.base(taken.index),
-            },
-        })
+        // SAFETY: slot `index` of our read-write slab: `stride` bytes (at
+        // least `elements` elements) at a page-aligned base, zero past any
+        // size (every release clears the used part), and the free lists
+        // just handed it to us alone.
+        let slot =
+            unsafe { TableSlot::in_slab(self.base(taken.index), self.elements, taken.index) };
+        Ok((slot, ty.maximum.unwrap_or(u32::MAX).min(self.elements)))
     }
 
     /// Zeroes the used part and returns the slot.
-    pub fn release(&self, entry: TableEntry, counters: &Counters) {
-        let TableOwner::Pool { index, base } = entry.owner else {
-            unreachable!("pool releases pool tables only")
-        };
-        // SAFETY: the store is gone; the slot's elements are ours.
-        let resident = unsafe { zero_elements(base, entry.size, self.keep_resident) };
+    pub fn release(&self, mut slot: TableSlot, counters: &Counters) {
+        let resident = slot.clear(self.keep_resident);
         counters.resident_add(resident);
         // Not in use before it is free: in_use never exceeds the total.
         self.in_use.fetch_sub(1, Ordering::Relaxed);
-        self.index.release(index, 0, TableSlotState { resident });
+        self.index
+            .release(slot.index(), 0, TableSlotState { resident });
     }
 
     pub fn in_use(&self) -> u32 {
@@ -129,30 +126,4 @@ impl TablePool {
     pub fn unused_warm(&self) -> u32 {
         self.index.unused_warm()
     }
-}
-
-/// Zeroes the first `size` elements of the slot at `base`: with `memset` up
-/// to `keep_resident` bytes (at least the first host page: a small table is
-/// never worth a syscall, a shootdown and a later page fault), with
-/// `madvise` beyond. Returns the bytes that stay resident.
-///
-/// # Safety
-/// `base` starts a table slot the caller owns, holding at least `size`
-/// elements, with no reference into it alive.
-pub(crate) unsafe fn zero_elements(base: SlotPtr, size: u32, keep_resident: usize) -> usize {
-    let used = size as usize * ELEM;
-    let resident = keep_resident.max(sys::page_size()).min(used);
-    // SAFETY: `[0, used)` is inside the caller's slot.
-    unsafe { std::ptr::write_bytes(base.as_ptr(), 0, resident) };
-    if used > resident {
-        // `resident` is page-aligned here and slots are whole pages, so the
-        // rounded range stays inside this slot.
-        let len = used.next_multiple_of(sys::page_size()) - resident;
-        // SAFETY: inside the caller's slot, unreferenced.
-        if unsafe { sys::decommit(base.add(resident), len) }.is_err() {
-            // SAFETY: as above; zeroing needs no syscall.
-            unsafe { std::ptr::write_bytes(base.as_ptr().add(resident), 0, used - resident) };
-        }
-    }
-    resident
 }
