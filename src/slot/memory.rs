@@ -39,9 +39,9 @@ pub(crate) struct MemorySlot {
 /// What a free pool slot keeps while it waits in the free lists.
 #[derive(Debug, Default)]
 pub(crate) struct Parked {
-    accessible: usize,
-    image: Option<Arc<MemoryImage>>,
-    needs_scrub: bool,
+    pub(super) accessible: usize,
+    pub(super) image: Option<Arc<MemoryImage>>,
+    pub(super) needs_scrub: bool,
     /// Bytes the last reset kept resident (for metrics).
     pub resident: usize,
 }
