@@ -20,18 +20,22 @@ fn criterion_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/criterion"))
 }
 
-/// The median time (ns) of `group/id` if criterion wrote it during this run.
+/// The median time (ns) of `group/id` if criterion wrote it during this run:
+/// `median.point_estimate` of its `new/estimates.json`.
 fn median_ns(dir: &Path, id: &str, since: SystemTime) -> Option<f64> {
     let path = dir.join(id).join("new").join("estimates.json");
     let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
     if modified < since {
         return None;
     }
-    let json = std::fs::read_to_string(&path).ok()?;
-    let median = &json[json.find("\"median\":")?..];
-    let value = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
-    let end = value.find([',', '}'])?;
-    value[..end].trim().parse().ok()
+    let median = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|json| json.pointer("/median/point_estimate")?.as_f64());
+    if median.is_none() {
+        eprintln!("summary: no median in {}", path.display());
+    }
+    median
 }
 
 fn fmt_time(ns: f64) -> String {
