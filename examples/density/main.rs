@@ -19,12 +19,16 @@
 //! a table element; the store then stays live until the window evicts it.
 //!
 //! Files: `worker.rs` (a thread's window and latency histograms),
-//! `report.rs` (the summary tables), `chart.rs` (`--out`).
+//! `report.rs` (the summary tables), `chart.rs` (`--out`), and the byte
+//! sizes and seconds shared with the other example in `../common`.
 
 mod chart;
+#[path = "../common/mod.rs"]
+mod common;
 mod report;
 mod worker;
 
+use clap::{CommandFactory, Parser, error::ErrorKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use instance_pool::{
     InstanceLayout, MemoryImage, MemoryType, OnDemandInstanceAllocator, PoolingConfig,
@@ -37,131 +41,76 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use worker::{Plan, Shared, WorkerStats};
 
-const USAGE: &str = "\
-usage: cargo run --release --example density -- [options]
-
-  --tenants N             live tenants kept at once, a rolling window shared
-                          out over the threads (default 1000; the pool has
-                          exactly this many instance, memory and table slots)
-  --threads N             worker threads, each with its own stores (default:
-                          the number of cores, at most 2)
-  --seconds S             how long to run (default 10; the window fills
-                          during the first half)
-  --image-size BYTES      memory image size (default 4096; K/M/G suffixes ok)
-  --keep-resident BYTES   memory_keep_resident and table_keep_resident of
-                          the pool (default 0, the pool's default: released
-                          pages are discarded; a multiple of the host page)
-  --on-demand             use OnDemandInstanceAllocator instead of the pool
-                          (the baseline: an mmap per memory)
-  --out FILE.svg          also write a chart of latency percentiles against
-                          live tenants
-  -h, --help              this text";
-
-#[derive(Debug)]
+/// A density run: many short-lived tenants share one pool, every
+/// instantiation timed; ends with instantiations/s, latency percentiles,
+/// RSS and kernel mappings per live tenant, and the pool's metrics.
+#[derive(Debug, Parser)]
+#[command(name = "density")]
 struct Args {
-    tenants: usize,
+    /// Live tenants kept at once, a rolling window shared out over the
+    /// threads (the pool has exactly this many instance, memory and table
+    /// slots)
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    tenants: u32,
+    /// Worker threads, each with its own stores (by default the number of
+    /// cores, at most 2)
+    #[arg(long, value_name = "N", default_value_t = default_threads())]
     threads: usize,
-    seconds: f64,
+    /// How long to run, in seconds (the window fills during the first half)
+    #[arg(long, value_name = "S", default_value = "10", value_parser = common::parse_seconds)]
+    seconds: Duration,
+    /// Memory image size (K/M/G suffixes ok: 64K, 1MiB)
+    #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = common::parse_bytes)]
     image_size: usize,
+    /// memory_keep_resident and table_keep_resident of the pool (0, the
+    /// pool's default: released pages are discarded; a multiple of the host
+    /// page)
+    #[arg(long, value_name = "BYTES", default_value = "0",
+          value_parser = common::parse_page_multiple)]
     keep_resident: usize,
+    /// Use OnDemandInstanceAllocator instead of the pool (the baseline: an
+    /// mmap per memory)
+    #[arg(long)]
     on_demand: bool,
+    /// Also write a chart of latency percentiles against live tenants
+    #[arg(long, value_name = "FILE.svg")]
     out: Option<PathBuf>,
-}
-
-/// `4096`, `64K`, `1M`, `1MiB`, `2G`: bytes.
-fn parse_bytes(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, suffix) = t.split_at(split);
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("not a byte count: {s:?}"))?;
-    let unit = match suffix.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("unknown byte suffix in {s:?} (use K, M or G)")),
-    };
-    n.checked_mul(unit)
-        .ok_or_else(|| format!("byte count overflows: {s:?}"))
-}
-
-fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut args = Args {
-        tenants: 1000,
-        threads: cores().min(2),
-        seconds: 10.0,
-        image_size: 4096,
-        keep_resident: 0,
-        on_demand: false,
-        out: None,
-    };
-    while let Some(arg) = argv.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| argv.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        let number = |v: String| {
-            v.parse::<usize>()
-                .map_err(|_| format!("{flag}: not a number: {v:?}"))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Err(String::new()),
-            "--tenants" => args.tenants = number(value()?)?,
-            "--threads" => args.threads = number(value()?)?,
-            "--seconds" => {
-                let v = value()?;
-                args.seconds = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                    .ok_or_else(|| format!("--seconds: not a positive number: {v:?}"))?;
-            }
-            "--image-size" => args.image_size = parse_bytes(&value()?)?,
-            "--keep-resident" => args.keep_resident = parse_bytes(&value()?)?,
-            "--on-demand" => args.on_demand = true,
-            "--out" => args.out = Some(PathBuf::from(value()?)),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    if args.tenants == 0 {
-        return Err("--tenants must be at least 1".into());
-    }
-    if args.threads == 0 || args.threads > args.tenants {
-        return Err(format!(
-            "--threads must be between 1 and --tenants ({}), got {}",
-            args.tenants, args.threads
-        ));
-    }
-    let page = instance_pool::host_page_size();
-    if !args.keep_resident.is_multiple_of(page) {
-        return Err(format!(
-            "--keep-resident must be a multiple of the host page ({page}), got {}",
-            args.keep_resident
-        ));
-    }
-    if args.image_size > (1 << 32) - 160 * WASM_PAGE_SIZE {
-        return Err(format!(
-            "--image-size must leave room for 160 pages in 4 GiB, got {}",
-            args.image_size
-        ));
-    }
-    Ok(args)
 }
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+fn default_threads() -> usize {
+    cores().min(2)
+}
+
+impl Args {
+    fn tenants(&self) -> usize {
+        self.tenants as usize
+    }
+
+    /// What one flag's parser cannot see.
+    fn check(&self) -> Result<(), String> {
+        if self.threads == 0 || self.threads > self.tenants() {
+            return Err(format!(
+                "--threads must be between 1 and --tenants ({}), got {}",
+                self.tenants, self.threads
+            ));
+        }
+        if self.image_size > (1 << 32) - 160 * WASM_PAGE_SIZE {
+            return Err(format!(
+                "--image-size must leave room for 160 pages in 4 GiB, got {}",
+                self.image_size
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn run(args: &Args) -> Result<(), String> {
-    let tenants = args.tenants;
+    let tenants = args.tenants();
     let image_pages = args.image_size.div_ceil(WASM_PAGE_SIZE) as u64;
     let min_pages = image_pages.max(1);
     let max_pages = min_pages + 159;
@@ -180,9 +129,9 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         let mut config = PoolingConfig::default();
         config
-            .total_instances(args.tenants as u32)
-            .total_memories(args.tenants as u32)
-            .total_tables(args.tenants as u32)
+            .total_instances(args.tenants)
+            .total_memories(args.tenants)
+            .total_tables(args.tenants)
             .memory_keep_resident(args.keep_resident)
             .table_keep_resident(args.keep_resident);
         Some(PoolingInstanceAllocator::new(&config).map_err(|e| format!("pool: {e}"))?)
@@ -195,18 +144,18 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         format!(
             "pool: {tenants} slots of 4 GiB + 32 MiB guard, keep-resident {}",
-            report::fmt_bytes(args.keep_resident as f64)
+            common::fmt_bytes(args.keep_resident as f64)
         )
     };
     println!(
         "density: {tenants} tenants on {} thread(s) for {} s; image {}, {allocator_name}; {} cores",
         args.threads,
-        args.seconds,
-        report::fmt_bytes(args.image_size as f64),
+        args.seconds.as_secs_f64(),
+        common::fmt_bytes(args.image_size as f64),
         cores(),
     );
 
-    let run_for = Duration::from_secs_f64(args.seconds);
+    let run_for = args.seconds;
     let shared = Shared::new(args.threads);
     let start = Instant::now();
     let progress = ProgressBar::new(run_for.as_millis() as u64);
@@ -314,17 +263,10 @@ fn run(args: &Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("density: {e} (see --help)");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
+    if let Err(e) = args.check() {
+        Args::command().error(ErrorKind::ValueValidation, e).exit();
+    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

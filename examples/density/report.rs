@@ -1,5 +1,6 @@
 //! The summary tables printed at the end of a run.
 
+use crate::common::fmt_bytes;
 use crate::worker::{BUCKETS, Histogram, WorkerStats};
 use instance_pool::PoolMetrics;
 use std::time::Duration;
@@ -51,15 +52,6 @@ fn fmt_ns(ns: Option<u64>) -> String {
         Some(n) if n >= 1_000_000 => format!("{:.2} ms", n as f64 / 1e6),
         Some(n) if n >= 1_000 => format!("{:.2} µs", n as f64 / 1e3),
         Some(n) => format!("{n} ns"),
-    }
-}
-
-pub fn fmt_bytes(b: f64) -> String {
-    match b.abs() {
-        a if a >= (1u64 << 30) as f64 => format!("{:.2} GiB", b / (1u64 << 30) as f64),
-        a if a >= (1 << 20) as f64 => format!("{:.1} MiB", b / (1 << 20) as f64),
-        a if a >= 1024.0 => format!("{:.1} KiB", b / 1024.0),
-        _ => format!("{b:.0} B"),
     }
 }
 
