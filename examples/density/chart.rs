@@ -2,12 +2,12 @@
 //! tenants, drawn with plotters' SVG backend.
 
 use crate::report::bucket_range;
-use crate::worker::Histogram;
+use crate::worker::{Latencies, quantile};
 use std::path::Path;
 
 pub fn write_chart(
     path: &Path,
-    by_live: &[Histogram],
+    by_live: &[Latencies],
     tenants: usize,
     title: &str,
 ) -> Result<(), String> {
@@ -23,7 +23,7 @@ pub fn write_chart(
                 .enumerate()
                 .filter_map(|(b, h)| {
                     let (lo, hi) = bucket_range(b, tenants);
-                    let v = h.quantile(*q)?;
+                    let v = quantile(h, *q)?;
                     Some(((lo + hi) as f64 / 2.0, (v as f64 / 1e3).max(0.01)))
                 })
                 .collect()

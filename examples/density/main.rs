@@ -218,7 +218,7 @@ fn run(args: &Args) -> Result<(), String> {
     let (elapsed, live_at_full, full, metrics_full) = at_full;
     let mut stats = WorkerStats::new();
     for r in results {
-        stats.merge(&r?);
+        stats.merge(&r?)?;
     }
     let measured = Measured {
         threads: args.threads,
@@ -232,7 +232,7 @@ fn run(args: &Args) -> Result<(), String> {
     };
 
     report::results(&stats, &measured);
-    report::by_live(&stats, tenants);
+    report::by_live(&stats, tenants)?;
     if let Some(m) = &metrics_full {
         report::table(
             "Pool metrics with the window full",

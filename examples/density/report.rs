@@ -1,7 +1,7 @@
 //! The summary tables printed at the end of a run.
 
 use crate::common::fmt_bytes;
-use crate::worker::{BUCKETS, Histogram, WorkerStats};
+use crate::worker::{BUCKETS, Latencies, WorkerStats, quantile};
 use instance_pool::PoolMetrics;
 use std::time::Duration;
 
@@ -55,8 +55,8 @@ fn fmt_ns(ns: Option<u64>) -> String {
     }
 }
 
-fn q(h: &Histogram, p: f64) -> String {
-    fmt_ns(h.quantile(p))
+fn q(h: &Latencies, p: f64) -> String {
+    fmt_ns(quantile(h, p))
 }
 
 /// Prints `rows` as an aligned two-column table.
@@ -103,7 +103,7 @@ pub fn bucket_range(b: usize, tenants: usize) -> (usize, usize) {
 
 /// The "Results" table: throughput, latency percentiles, RSS, mappings.
 pub fn results(stats: &WorkerStats, m: &Measured) {
-    let n = stats.all.total;
+    let n = stats.all.len();
     let secs = m.elapsed.as_secs_f64();
     let per_live = (m.full.rss as f64 - m.idle.rss as f64) / m.live_at_full.max(1) as f64;
     let rows = vec![
@@ -123,7 +123,7 @@ pub fn results(stats: &WorkerStats, m: &Measured) {
                 q(&stats.all, 0.5),
                 q(&stats.all, 0.99),
                 q(&stats.all, 0.999),
-                fmt_ns(Some(stats.all.max))
+                fmt_ns((!stats.all.is_empty()).then(|| stats.all.max()))
             ),
         ),
         (
@@ -133,7 +133,7 @@ pub fn results(stats: &WorkerStats, m: &Measured) {
                 q(&stats.steady, 0.5),
                 q(&stats.steady, 0.99),
                 q(&stats.steady, 0.999),
-                stats.steady.total
+                stats.steady.len()
             ),
         ),
         (
@@ -177,14 +177,15 @@ pub fn results(stats: &WorkerStats, m: &Measured) {
 }
 
 /// Instantiation latency by live tenants, two chart buckets a row.
-pub fn by_live(stats: &WorkerStats, tenants: usize) {
+pub fn by_live(stats: &WorkerStats, tenants: usize) -> Result<(), String> {
     let mut rows = Vec::new();
     for (i, pair) in stats.by_live.chunks(2).enumerate() {
         let mut h = pair[0].clone();
         for other in &pair[1..] {
-            h.merge(other);
+            h.add(other)
+                .map_err(|e| format!("merging latencies: {e}"))?;
         }
-        if h.total == 0 {
+        if h.is_empty() {
             continue;
         }
         let (lo, _) = bucket_range(2 * i, tenants);
@@ -196,9 +197,10 @@ pub fn by_live(stats: &WorkerStats, tenants: usize) {
                 q(&h, 0.5),
                 q(&h, 0.99),
                 q(&h, 0.999),
-                h.total
+                h.len()
             ),
         ));
     }
     table("Instantiation latency by live tenants", &rows);
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! One worker thread: its rolling window of live tenants, and the latency
 //! histograms of every instantiation and release it made.
 
+use hdrhistogram::Histogram;
 use instance_pool::{InstanceAllocator, InstanceLayout, Store, StoreLimits};
 use std::collections::VecDeque;
 use std::sync::Barrier;
@@ -10,75 +11,23 @@ use std::time::{Duration, Instant};
 /// Live-tenant buckets for latency-vs-density (the chart's x axis).
 pub const BUCKETS: usize = 20;
 
-// ---- a log-linear latency histogram (about 3% resolution) ---------------
+/// Latencies in nanoseconds, 2 significant digits (1% resolution) up to a
+/// minute; a slower sample is counted as a minute.
+pub type Latencies = Histogram<u64>;
 
-const SUB_BITS: u32 = 5;
-const SUB: usize = 1 << SUB_BITS;
+const HIGHEST_NS: u64 = 60_000_000_000;
 
-#[derive(Clone)]
-pub struct Histogram {
-    counts: Vec<u64>,
-    pub total: u64,
-    pub max: u64,
+pub fn latencies() -> Latencies {
+    Histogram::new_with_bounds(1, HIGHEST_NS, 2).expect("constant histogram bounds are valid")
 }
 
-impl Histogram {
-    pub fn new() -> Self {
-        Histogram {
-            counts: vec![0; 64 * SUB],
-            total: 0,
-            max: 0,
-        }
-    }
+/// The `q` quantile (0..=1) in nanoseconds, `None` when empty.
+pub fn quantile(h: &Latencies, q: f64) -> Option<u64> {
+    (!h.is_empty()).then(|| h.value_at_quantile(q))
+}
 
-    fn index(v: u64) -> usize {
-        if v < 2 * SUB as u64 {
-            return v as usize;
-        }
-        let msb = 63 - v.leading_zeros();
-        let shift = msb - SUB_BITS;
-        ((shift as usize) << SUB_BITS) + (v >> shift) as usize
-    }
-
-    /// The middle of bucket `i`.
-    fn value(i: usize) -> u64 {
-        if i < 2 * SUB {
-            return i as u64;
-        }
-        let shift = (i >> SUB_BITS) - 1;
-        let top = (i & (SUB - 1)) + SUB;
-        ((top as u64) << shift) + ((1u64 << shift) >> 1)
-    }
-
-    pub fn record(&mut self, v: u64) {
-        self.counts[Self::index(v)] += 1;
-        self.total += 1;
-        self.max = self.max.max(v);
-    }
-
-    pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-        self.total += other.total;
-        self.max = self.max.max(other.max);
-    }
-
-    /// The `q` quantile (0..=1), `None` when empty.
-    pub fn quantile(&self, q: f64) -> Option<u64> {
-        if self.total == 0 {
-            return None;
-        }
-        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
-        let mut seen = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(Self::value(i).min(self.max));
-            }
-        }
-        Some(self.max)
-    }
+fn record(h: &mut Latencies, elapsed: Duration) {
+    h.saturating_record(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
 }
 
 /// What every worker shares.
@@ -109,31 +58,34 @@ impl Shared {
 /// One worker's results, or all workers' once merged.
 pub struct WorkerStats {
     /// Instantiation latency by live-tenant bucket.
-    pub by_live: Vec<Histogram>,
-    pub all: Histogram,
+    pub by_live: Vec<Latencies>,
+    pub all: Latencies,
     /// Instantiations once the window was full.
-    pub steady: Histogram,
+    pub steady: Latencies,
     /// Dropping a store (returning its slots).
-    pub release: Histogram,
+    pub release: Latencies,
 }
 
 impl WorkerStats {
     pub fn new() -> Self {
         WorkerStats {
-            by_live: vec![Histogram::new(); BUCKETS],
-            all: Histogram::new(),
-            steady: Histogram::new(),
-            release: Histogram::new(),
+            by_live: vec![latencies(); BUCKETS],
+            all: latencies(),
+            steady: latencies(),
+            release: latencies(),
         }
     }
 
-    pub fn merge(&mut self, other: &WorkerStats) {
-        for (a, b) in self.by_live.iter_mut().zip(&other.by_live) {
-            a.merge(b);
+    pub fn merge(&mut self, other: &WorkerStats) -> Result<(), String> {
+        let pairs = self.by_live.iter_mut().zip(&other.by_live).chain([
+            (&mut self.all, &other.all),
+            (&mut self.steady, &other.steady),
+            (&mut self.release, &other.release),
+        ]);
+        for (a, b) in pairs {
+            a.add(b).map_err(|e| format!("merging latencies: {e}"))?;
         }
-        self.all.merge(&other.all);
-        self.steady.merge(&other.steady);
-        self.release.merge(&other.release);
+        Ok(())
     }
 }
 
@@ -166,7 +118,7 @@ pub fn worker(
             let oldest = window.pop_front().expect("window is not empty");
             let t = Instant::now();
             drop(oldest);
-            stats.release.record(t.elapsed().as_nanos() as u64);
+            record(&mut stats.release, t.elapsed());
             shared.live.fetch_sub(1, Ordering::Relaxed);
         }
         let live_before = shared.live.load(Ordering::Relaxed);
@@ -180,12 +132,12 @@ pub fn worker(
                 break;
             }
         };
-        let ns = t.elapsed().as_nanos() as u64;
-        stats.all.record(ns);
+        let took = t.elapsed();
+        record(&mut stats.all, took);
         let bucket = (live_before * BUCKETS / (plan.tenants + 1)).min(BUCKETS - 1);
-        stats.by_live[bucket].record(ns);
+        record(&mut stats.by_live[bucket], took);
         if fill >= 1.0 {
-            stats.steady.record(ns);
+            record(&mut stats.steady, took);
         }
         let live = shared.live.fetch_add(1, Ordering::Relaxed) + 1;
         shared.peak_live.fetch_max(live, Ordering::Relaxed);
@@ -214,7 +166,7 @@ pub fn worker(
     for store in window.drain(..) {
         let t = Instant::now();
         drop(store);
-        stats.release.record(t.elapsed().as_nanos() as u64);
+        record(&mut stats.release, t.elapsed());
     }
     shared.live.fetch_sub(n, Ordering::Relaxed);
     result.map(|()| stats)
