@@ -1,12 +1,15 @@
 //! Serves the pool's metrics in the Prometheus text format on 127.0.0.1
 //! while a density workload runs, with a tiny std-only HTTP responder.
 //!
-//! `cargo run --release --example metrics_server -- [--port 9464] [--seconds 30] [--threads 2] [--scrape]`
+//! `cargo run --release --example metrics_server -- [--port 9464] [--seconds 30] [--threads 2] [--keep-resident 1M] [--scrape]`
 //!
 //! `GET /metrics` answers the exposition text; anything else is a 404.
 //! `--scrape` fetches `/metrics` once from itself after a second and prints
 //! it. The server stops with the workload.
 
+mod common;
+
+use clap::Parser;
 use instance_pool::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,14 +18,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("bad value for {name}")))
-        .unwrap_or(default)
+/// Serves the pool's metrics (Prometheus text format) on 127.0.0.1 while
+/// a workload of short-lived tenants runs.
+#[derive(Debug, Parser)]
+#[command(name = "metrics_server")]
+struct Args {
+    /// Port on 127.0.0.1 (0: any free port, printed at the start)
+    #[arg(long, default_value_t = 9464)]
+    port: u16,
+    /// How long the workload (and the server) runs, in seconds
+    #[arg(long, value_name = "S", default_value = "30", value_parser = common::parse_seconds)]
+    seconds: Duration,
+    /// Workload threads
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    threads: usize,
+    /// memory_keep_resident of the pool (K/M/G suffixes ok; a multiple of
+    /// the host page)
+    #[arg(long, value_name = "BYTES", default_value = "1M",
+          value_parser = common::parse_page_multiple)]
+    keep_resident: usize,
+    /// Fetch /metrics once from this server after a second and print it
+    #[arg(long)]
+    scrape: bool,
 }
+
+/// Memory slots of the pool, and their size.
+const SLOTS: u32 = 64;
+const SLOT_BYTES: usize = 64 << 20;
 
 fn respond(mut conn: TcpStream, pool: &PoolingInstanceAllocator) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -53,20 +75,18 @@ fn scrape(port: u16) -> std::io::Result<String> {
 }
 
 fn main() -> Result<()> {
-    let port: u16 = arg("--port", 9464);
-    let seconds: f64 = arg("--seconds", 30.0);
-    let threads: usize = arg("--threads", 2);
-    let self_scrape = std::env::args().any(|a| a == "--scrape");
+    let args = Args::parse();
+    let seconds = args.seconds.as_secs_f64();
 
     let mut config = PoolingConfig::default();
     config
-        .total_instances(64)
-        .total_memories(64)
-        .total_tables(64)
-        .max_memory_size(64 << 20)
-        .memory_keep_resident(1 << 20);
+        .total_instances(SLOTS)
+        .total_memories(SLOTS)
+        .total_tables(SLOTS)
+        .max_memory_size(SLOT_BYTES)
+        .memory_keep_resident(args.keep_resident);
     let pool = PoolingInstanceAllocator::new(&config)?;
-    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(Error::Os)?;
+    let listener = TcpListener::bind(("127.0.0.1", args.port)).map_err(Error::Os)?;
     let port = listener.local_addr().map_err(Error::Os)?.port();
     listener.set_nonblocking(true).map_err(Error::Os)?;
     println!("serving http://127.0.0.1:{port}/metrics for {seconds} s");
@@ -98,8 +118,8 @@ fn main() -> Result<()> {
     let layout = InstanceLayout::new()
         .memory_with_image(MemoryType::new(1, Some(160)), image)
         .table(TableType::new(10, Some(100)));
-    let end = Instant::now() + Duration::from_secs_f64(seconds);
-    let workers: Vec<_> = (0..threads)
+    let end = Instant::now() + args.seconds;
+    let workers: Vec<_> = (0..args.threads)
         .map(|t| {
             let (pool, layout) = (pool.clone(), layout.clone());
             thread::spawn(move || -> Result<u64> {
@@ -123,8 +143,8 @@ fn main() -> Result<()> {
         })
         .collect();
 
-    if self_scrape {
-        thread::sleep(Duration::from_secs(1).min(Duration::from_secs_f64(seconds / 2.0)));
+    if args.scrape {
+        thread::sleep(Duration::from_secs(1).min(args.seconds / 2));
         println!("{}", scrape(port).map_err(Error::Os)?);
     }
     let mut total = 0;
@@ -138,7 +158,9 @@ fn main() -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     server.join().expect("server panicked");
     println!(
-        "{total} instantiations in {seconds} s; final metrics:\n{}",
+        "{total} instantiations in {seconds} s on {SLOTS} slots of {} (keep-resident {}); final metrics:\n{}",
+        common::fmt_bytes(SLOT_BYTES as f64),
+        common::fmt_bytes(args.keep_resident as f64),
         pool.metrics()
     );
     Ok(())

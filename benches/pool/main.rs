@@ -5,6 +5,9 @@
 //! and ends with a table of ratios computed from this run's medians;
 //! `cargo bench --bench pool -- cycle` runs the groups whose names contain
 //! `cycle`. See `benches/README.md` for what each group measures.
+//!
+//! Files: `raw.rs` (the hand-written syscall floor), `summary.rs` (the
+//! ratio table, from criterion's `estimates.json`).
 
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
 use instance_pool::{
@@ -12,7 +15,6 @@ use instance_pool::{
     PoolingConfig, PoolingInstanceAllocator, Store, StoreLimits, TableType, WASM_PAGE_SIZE,
 };
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -77,103 +79,8 @@ fn tenant_cycle_reset(store: &mut Store<StoreLimits>, instance: instance_pool::I
     store.reset().expect("reset");
 }
 
-/// The same request written by hand with `rustix::mm`: the syscall floor
-/// the allocators are measured against.
-mod raw {
-    use rustix::mm::{self, Advice, MapFlags, MprotectFlags, ProtFlags};
-    use std::ptr;
-
-    const PAGE: usize = super::WASM_PAGE_SIZE;
-    /// 160 pages plus a 32 MiB guard, like the on-demand allocator's
-    /// reservation without the leading guard.
-    const RESERVATION: usize = 160 * PAGE + (32 << 20);
-    const RW: MprotectFlags = MprotectFlags::READ.union(MprotectFlags::WRITE);
-
-    fn reserve() -> *mut u8 {
-        // SAFETY: a fresh mapping at a kernel-chosen address aliases nothing.
-        let p = unsafe {
-            mm::mmap_anonymous(
-                ptr::null_mut(),
-                RESERVATION,
-                ProtFlags::empty(),
-                MapFlags::PRIVATE | MapFlags::NORESERVE,
-            )
-        };
-        p.expect("mmap").cast()
-    }
-
-    /// mmap a reservation, mprotect the first page, copy the image in,
-    /// mprotect the grown page, write, munmap. The table is a heap vector.
-    pub fn cycle_mmap(image: &[u8]) {
-        let base = reserve();
-        // SAFETY: `base` is our own reservation of RESERVATION bytes; every
-        // range below is inside it and made read-write before it is
-        // touched; nothing references it after the munmap.
-        unsafe {
-            mm::mprotect(base.cast(), PAGE, RW).expect("mprotect");
-            ptr::copy_nonoverlapping(image.as_ptr(), base, image.len());
-            mm::mprotect(base.add(PAGE).cast(), PAGE, RW).expect("mprotect");
-            base.add(70_000).write_volatile(1);
-            let mut table = vec![0usize; 10];
-            table[3] = 42;
-            std::hint::black_box(&table);
-            mm::munmap(base.cast(), RESERVATION).expect("munmap");
-        }
-    }
-
-    /// One reused slot: `[0, 1 page)` stays read-write and holds the
-    /// image between tenants; a request mprotects the grown page, writes,
-    /// and the reset memsets the first page back to the image and zeroes,
-    /// `madvise(DONTNEED)`s the grown page and makes it `PROT_NONE` again.
-    pub struct Slot {
-        base: *mut u8,
-        image: Vec<u8>,
-        table: [usize; 100],
-    }
-
-    impl Slot {
-        pub fn new(image: &[u8]) -> Slot {
-            let base = reserve();
-            // SAFETY: the first page of our own reservation; nothing else
-            // references it.
-            unsafe {
-                mm::mprotect(base.cast(), PAGE, RW).expect("mprotect");
-                ptr::copy_nonoverlapping(image.as_ptr(), base, image.len());
-            }
-            Slot {
-                base,
-                image: image.to_vec(),
-                table: [0; 100],
-            }
-        }
-
-        pub fn cycle(&mut self) {
-            let grown = self.base.wrapping_add(PAGE);
-            // SAFETY: `[0, 2 pages)` of our own reservation; the grown page
-            // is read-write before it is written and no reference to it
-            // outlives the madvise/mprotect that take it back.
-            unsafe {
-                mm::mprotect(grown.cast(), PAGE, RW).expect("mprotect");
-                self.base.add(70_000).write_volatile(1);
-                self.table[3] = 42;
-                std::hint::black_box(&self.table);
-                // Reset: memset what stays resident, discard the rest.
-                ptr::copy_nonoverlapping(self.image.as_ptr(), self.base, self.image.len());
-                ptr::write_bytes(self.base.add(self.image.len()), 0, PAGE - self.image.len());
-                self.table[..10].fill(0);
-                mm::madvise(grown.cast(), PAGE, Advice::LinuxDontNeed).expect("madvise");
-                mm::mprotect(grown.cast(), PAGE, MprotectFlags::empty()).expect("mprotect");
-            }
-        }
-    }
-
-    impl Drop for Slot {
-        fn drop(&mut self) {
-            // SAFETY: our own reservation; nothing references it any more.
-            unsafe { mm::munmap(self.base.cast(), RESERVATION).expect("munmap") };
-        }
-    }
-}
+mod raw;
+mod summary;
 
 fn short(group: &mut BenchmarkGroup<'_, WallTime>, measure_secs: u64, samples: usize) {
     group
@@ -402,200 +309,6 @@ fn pool_new(c: &mut Criterion) {
     g.finish();
 }
 
-// ---- the ratio summary -------------------------------------------------
-
-/// Where criterion writes its results (the same search it does).
-fn criterion_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return home.into();
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        return Path::new(&target).join("criterion");
-    }
-    // The bench binary is target/<profile>/deps/pool-<hash>.
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("criterion")))
-        .unwrap_or_else(|| PathBuf::from("target/criterion"))
-}
-
-/// The median time (ns) of `group/id` if criterion wrote it during this run.
-fn median_ns(dir: &Path, id: &str, since: SystemTime) -> Option<f64> {
-    let path = dir.join(id).join("new").join("estimates.json");
-    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
-    if modified < since {
-        return None;
-    }
-    let json = std::fs::read_to_string(&path).ok()?;
-    let median = &json[json.find("\"median\":")?..];
-    let value = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
-    let end = value.find([',', '}'])?;
-    value[..end].trim().parse().ok()
-}
-
-fn fmt_time(ns: f64) -> String {
-    match ns {
-        n if n >= 1e6 => format!("{:.2} ms", n / 1e6),
-        n if n >= 1e3 => format!("{:.2} µs", n / 1e3),
-        n => format!("{n:.0} ns"),
-    }
-}
-
-/// Prints, as Markdown, the ratios the README quotes, from the medians of
-/// the benchmarks that ran in this process (a group that did not run is
-/// left out).
-fn summary(since: SystemTime) {
-    let dir = criterion_dir();
-    let t = |id: &str| median_ns(&dir, id, since);
-    // `what` is true of the ratio t(num) / t(den); `target` is
-    // (bound, whether the ratio must be at least the bound).
-    let ratio = |what: &str, num: &str, den: &str, target: Option<(f64, bool)>| {
-        let (n, d) = (t(num)?, t(den)?);
-        let r = n / d;
-        let verdict = match target {
-            Some((bound, at_least)) => {
-                let sign = if at_least { ">=" } else { "<=" };
-                let met = if (r >= bound) == at_least {
-                    "met"
-                } else {
-                    "MISSED"
-                };
-                format!(" (target {sign} {bound}x: {met})")
-            }
-            None => String::new(),
-        };
-        Some(format!(
-            "| {what} | **{r:.2}x**{verdict} | {} / {} |",
-            fmt_time(n),
-            fmt_time(d)
-        ))
-    };
-    let mut lines = Vec::new();
-    let cycle = |id: &str| format!("cycle/{id}");
-    for (name, label, target) in [
-        (
-            "pool_keep_resident",
-            "pool+keep-resident",
-            Some((5.0, true)),
-        ),
-        ("pool_batched", "pool batched", None),
-        ("pool_default", "pool default", None),
-        ("raw_memset_madvise", "raw memset+madvise floor", None),
-        ("raw_mmap_munmap", "raw mmap/munmap floor", None),
-    ] {
-        lines.extend(ratio(
-            &format!("cycle: {label} is faster than on-demand by"),
-            &cycle("on_demand"),
-            &cycle(name),
-            target,
-        ));
-    }
-    for (reset, full, label) in [
-        (
-            "pool_keep_resident_reset",
-            "pool_keep_resident",
-            "keep-resident",
-        ),
-        ("pool_default_reset", "pool_default", "default"),
-    ] {
-        lines.extend(ratio(
-            &format!("cycle: Store::reset is faster than drop + instantiate ({label} pool) by"),
-            &cycle(full),
-            &cycle(reset),
-            None,
-        ));
-    }
-    for (name, label, target) in [
-        (
-            "pool_keep_resident",
-            "pool+keep-resident",
-            Some((3.0, false)),
-        ),
-        ("pool_batched", "pool batched", None),
-    ] {
-        lines.extend(ratio(
-            &format!("cycle: {label} costs this much of the raw memset+madvise floor"),
-            &cycle(name),
-            &cycle("raw_memset_madvise"),
-            target,
-        ));
-    }
-    // Throughput: an iteration is one cycle per thread, so 2 threads do
-    // twice the work per iteration.
-    for name in [
-        "pool_keep_resident",
-        "pool_batched",
-        "pool_default",
-        "on_demand",
-        "raw_memset_madvise",
-    ] {
-        let one = t(&format!("cycle_threads/{name}/1"));
-        let two = t(&format!("cycle_threads/{name}/2"));
-        if let (Some(one), Some(two)) = (one, two) {
-            let (tp1, tp2) = (1e9 / one, 2e9 / two);
-            let r = tp2 / tp1;
-            let verdict = match (name, r >= 1.6) {
-                ("pool_keep_resident", true) => " (target >= 1.6x: met)",
-                ("pool_keep_resident", false) => " (target >= 1.6x: MISSED)",
-                _ => "",
-            };
-            lines.push(format!(
-                "| cycle_threads: {name}, 2 threads' throughput over 1 thread's | **{r:.2}x**{verdict} | {:.0}/s / {:.0}/s |",
-                tp2, tp1
-            ));
-        }
-    }
-    for (_, name) in &IMAGE_SIZES[1..] {
-        for alloc in ["pool", "pool_image_switch", "on_demand"] {
-            let target = (alloc == "pool" && *name == "64MiB").then_some((2.0, false));
-            lines.extend(ratio(
-                &format!("cold_start: {alloc}, {name} image costs this much of a 4KiB one"),
-                &format!("cold_start/{alloc}/{name}"),
-                &format!("cold_start/{alloc}/4KiB"),
-                target,
-            ));
-        }
-    }
-    for (_, name) in &IMAGE_SIZES {
-        lines.extend(ratio(
-            &format!("cold_start: pool is faster than on-demand by, {name} image"),
-            &format!("cold_start/on_demand/{name}"),
-            &format!("cold_start/pool/{name}"),
-            None,
-        ));
-    }
-    for name in ["pool_default", "pool_keep_resident"] {
-        lines.extend(ratio(
-            &format!("grow 1 -> 160 pages: {name} is faster than on-demand by"),
-            "grow/on_demand",
-            &format!("grow/{name}"),
-            None,
-        ));
-    }
-    for slots in ["1000", "10000"] {
-        if let Some(ns) = t(&format!("pool_new/{slots}")) {
-            let verdict = match (slots, ns < 1e6) {
-                ("10000", true) => " (target < 1 ms: met)",
-                ("10000", false) => " (target < 1 ms: MISSED)",
-                _ => "",
-            };
-            lines.push(format!(
-                "| pool_new: new + drop, {slots} slots of 4 GiB + 32 MiB guard | **{}**{verdict} | |",
-                fmt_time(ns)
-            ));
-        }
-    }
-    if lines.is_empty() {
-        return;
-    }
-    println!("\nRatios from this run (criterion medians; time A / time B):\n");
-    println!("| comparison | ratio | A / B |");
-    println!("|---|---|---|");
-    for line in lines {
-        println!("{line}");
-    }
-}
-
 fn main() {
     let since = SystemTime::now();
     let mut c = Criterion::default().configure_from_args();
@@ -605,5 +318,5 @@ fn main() {
     grow(&mut c);
     pool_new(&mut c);
     c.final_summary();
-    summary(since);
+    summary::summary(since);
 }

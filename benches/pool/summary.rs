@@ -1,0 +1,202 @@
+//! The ratio table `cargo bench --bench pool` ends with, computed from the
+//! medians criterion wrote during this run (its `estimates.json` files).
+
+use crate::IMAGE_SIZES;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Where criterion writes its results (the same search it does).
+fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Path::new(&target).join("criterion");
+    }
+    // The bench binary is target/<profile>/deps/pool-<hash>.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("criterion")))
+        .unwrap_or_else(|| PathBuf::from("target/criterion"))
+}
+
+/// The median time (ns) of `group/id` if criterion wrote it during this run:
+/// `median.point_estimate` of its `new/estimates.json`.
+fn median_ns(dir: &Path, id: &str, since: SystemTime) -> Option<f64> {
+    let path = dir.join(id).join("new").join("estimates.json");
+    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if modified < since {
+        return None;
+    }
+    let median = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|json| json.pointer("/median/point_estimate")?.as_f64());
+    if median.is_none() {
+        eprintln!("summary: no median in {}", path.display());
+    }
+    median
+}
+
+fn fmt_time(ns: f64) -> String {
+    match ns {
+        n if n >= 1e6 => format!("{:.2} ms", n / 1e6),
+        n if n >= 1e3 => format!("{:.2} µs", n / 1e3),
+        n => format!("{n:.0} ns"),
+    }
+}
+
+/// Prints, as Markdown, the ratios the README quotes, from the medians of
+/// the benchmarks that ran in this process (a group that did not run is
+/// left out).
+pub fn summary(since: SystemTime) {
+    let dir = criterion_dir();
+    let t = |id: &str| median_ns(&dir, id, since);
+    // `what` is true of the ratio t(num) / t(den); `target` is
+    // (bound, whether the ratio must be at least the bound).
+    let ratio = |what: &str, num: &str, den: &str, target: Option<(f64, bool)>| {
+        let (n, d) = (t(num)?, t(den)?);
+        let r = n / d;
+        let verdict = match target {
+            Some((bound, at_least)) => {
+                let sign = if at_least { ">=" } else { "<=" };
+                let met = if (r >= bound) == at_least {
+                    "met"
+                } else {
+                    "MISSED"
+                };
+                format!(" (target {sign} {bound}x: {met})")
+            }
+            None => String::new(),
+        };
+        Some(format!(
+            "| {what} | **{r:.2}x**{verdict} | {} / {} |",
+            fmt_time(n),
+            fmt_time(d)
+        ))
+    };
+    let mut lines = Vec::new();
+    let cycle = |id: &str| format!("cycle/{id}");
+    for (name, label, target) in [
+        (
+            "pool_keep_resident",
+            "pool+keep-resident",
+            Some((5.0, true)),
+        ),
+        ("pool_batched", "pool batched", None),
+        ("pool_default", "pool default", None),
+        ("raw_memset_madvise", "raw memset+madvise floor", None),
+        ("raw_mmap_munmap", "raw mmap/munmap floor", None),
+    ] {
+        lines.extend(ratio(
+            &format!("cycle: {label} is faster than on-demand by"),
+            &cycle("on_demand"),
+            &cycle(name),
+            target,
+        ));
+    }
+    for (reset, full, label) in [
+        (
+            "pool_keep_resident_reset",
+            "pool_keep_resident",
+            "keep-resident",
+        ),
+        ("pool_default_reset", "pool_default", "default"),
+    ] {
+        lines.extend(ratio(
+            &format!("cycle: Store::reset is faster than drop + instantiate ({label} pool) by"),
+            &cycle(full),
+            &cycle(reset),
+            None,
+        ));
+    }
+    for (name, label, target) in [
+        (
+            "pool_keep_resident",
+            "pool+keep-resident",
+            Some((3.0, false)),
+        ),
+        ("pool_batched", "pool batched", None),
+    ] {
+        lines.extend(ratio(
+            &format!("cycle: {label} costs this much of the raw memset+madvise floor"),
+            &cycle(name),
+            &cycle("raw_memset_madvise"),
+            target,
+        ));
+    }
+    // Throughput: an iteration is one cycle per thread, so 2 threads do
+    // twice the work per iteration.
+    for name in [
+        "pool_keep_resident",
+        "pool_batched",
+        "pool_default",
+        "on_demand",
+        "raw_memset_madvise",
+    ] {
+        let one = t(&format!("cycle_threads/{name}/1"));
+        let two = t(&format!("cycle_threads/{name}/2"));
+        if let (Some(one), Some(two)) = (one, two) {
+            let (tp1, tp2) = (1e9 / one, 2e9 / two);
+            let r = tp2 / tp1;
+            let verdict = match (name, r >= 1.6) {
+                ("pool_keep_resident", true) => " (target >= 1.6x: met)",
+                ("pool_keep_resident", false) => " (target >= 1.6x: MISSED)",
+                _ => "",
+            };
+            lines.push(format!(
+                "| cycle_threads: {name}, 2 threads' throughput over 1 thread's | **{r:.2}x**{verdict} | {:.0}/s / {:.0}/s |",
+                tp2, tp1
+            ));
+        }
+    }
+    for (_, name) in &IMAGE_SIZES[1..] {
+        for alloc in ["pool", "pool_image_switch", "on_demand"] {
+            let target = (alloc == "pool" && *name == "64MiB").then_some((2.0, false));
+            lines.extend(ratio(
+                &format!("cold_start: {alloc}, {name} image costs this much of a 4KiB one"),
+                &format!("cold_start/{alloc}/{name}"),
+                &format!("cold_start/{alloc}/4KiB"),
+                target,
+            ));
+        }
+    }
+    for (_, name) in &IMAGE_SIZES {
+        lines.extend(ratio(
+            &format!("cold_start: pool is faster than on-demand by, {name} image"),
+            &format!("cold_start/on_demand/{name}"),
+            &format!("cold_start/pool/{name}"),
+            None,
+        ));
+    }
+    for name in ["pool_default", "pool_keep_resident"] {
+        lines.extend(ratio(
+            &format!("grow 1 -> 160 pages: {name} is faster than on-demand by"),
+            "grow/on_demand",
+            &format!("grow/{name}"),
+            None,
+        ));
+    }
+    for slots in ["1000", "10000"] {
+        if let Some(ns) = t(&format!("pool_new/{slots}")) {
+            let verdict = match (slots, ns < 1e6) {
+                ("10000", true) => " (target < 1 ms: met)",
+                ("10000", false) => " (target < 1 ms: MISSED)",
+                _ => "",
+            };
+            lines.push(format!(
+                "| pool_new: new + drop, {slots} slots of 4 GiB + 32 MiB guard | **{}**{verdict} | |",
+                fmt_time(ns)
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    println!("\nRatios from this run (criterion medians; time A / time B):\n");
+    println!("| comparison | ratio | A / B |");
+    println!("|---|---|---|");
+    for line in lines {
+        println!("{line}");
+    }
+}
