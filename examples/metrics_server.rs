@@ -119,23 +119,37 @@ fn main() -> Result<()> {
         .memory_with_image(MemoryType::new(1, Some(160)), image)
         .table(TableType::new(10, Some(100)));
     let end = Instant::now() + args.seconds;
-    let workers: Vec<_> = (0..args.threads)
+    let threads = args.threads.max(1);
+    let workers: Vec<_> = (0..threads)
         .map(|t| {
             let (pool, layout) = (pool.clone(), layout.clone());
             thread::spawn(move || -> Result<u64> {
                 let mut held = std::collections::VecDeque::new();
                 let mut n = 0u64;
+                // Up to this thread's share of the pool: together the threads
+                // keep it nearly full. Each gives up its oldest store before
+                // asking for a new one, so they never wait on each other
+                // for long (threads that held more than their share could
+                // all wait at once, each for a release only another waiter
+                // would make).
+                let share = (SLOTS as usize / threads).max(1);
                 while Instant::now() < end {
+                    if held.len() >= share {
+                        held.pop_front();
+                    }
                     let mut store = Store::new(&pool, StoreLimits::default());
                     store.limiter(|l| l);
-                    let i = store.instantiate_timeout(&layout, Duration::from_millis(50))?;
+                    let i = match store.instantiate_timeout(&layout, Duration::from_millis(50)) {
+                        Err(Error::PoolExhausted { .. }) => {
+                            held.pop_front();
+                            continue;
+                        }
+                        r => r?,
+                    };
                     let m = i.memory(&store, 0).unwrap();
                     m.grow(&mut store, 1)?;
                     m.data_mut(&mut store)[70_000] = t as u8;
                     held.push_back(store);
-                    if held.len() > 40 {
-                        held.pop_front();
-                    }
                     n += 1;
                 }
                 Ok(n)
@@ -149,11 +163,7 @@ fn main() -> Result<()> {
     }
     let mut total = 0;
     for w in workers {
-        match w.join().expect("worker panicked") {
-            Ok(n) => total += n,
-            Err(Error::PoolExhausted { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        total += w.join().expect("worker panicked")?;
     }
     stop.store(true, Ordering::Relaxed);
     server.join().expect("server panicked");
