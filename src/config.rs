@@ -96,6 +96,8 @@ impl PoolingConfig {
         max_memory_size: usize;
         /// `PROT_NONE` bytes after each memory slot (a multiple of the host
         /// page). A slot's trailing guard is the next slot's leading guard.
+        /// 0 is allowed, for engines that bounds-check every access: then
+        /// the byte after a full slot is the next slot's first byte.
         memory_guard_size: usize;
         /// Whether the first slot has a guard before it too, so that every
         /// slot has one on each side.

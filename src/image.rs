@@ -85,9 +85,17 @@ impl MemoryImage {
     }
 
     /// Whether the image is mapped copy-on-write (`true`) or copied into
-    /// each slot because no memfd could be made (`false`).
+    /// each slot because no memfd could be made (`false`). An empty image
+    /// is neither (`false`): it needs no work at all, and no metric counts
+    /// it.
     pub fn is_mapped(&self) -> bool {
         matches!(self.source, Source::Mapped { .. })
+    }
+
+    /// Whether instantiation copies the bytes in: no memfd, and something
+    /// to copy.
+    pub(crate) fn is_copied(&self) -> bool {
+        !self.is_mapped() && !self.is_empty()
     }
 
     /// A process-unique identity, the key of slot affinity.

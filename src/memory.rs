@@ -60,7 +60,12 @@ impl Memory {
     }
 
     /// Byte 0 of the memory. It never moves while the store lives; bytes
-    /// past [`data_size`](Self::data_size) fault.
+    /// from [`data_size`](Self::data_size) up to
+    /// [`reserved_size`](Self::reserved_size) `+`
+    /// [`guard_size`](Self::guard_size) fault. Past that lies the next
+    /// slot: with a pool's `memory_guard_size(0)` the byte at
+    /// `reserved_size` is the neighbouring tenant's byte 0, so only an
+    /// engine that bounds-checks every access may use a guard of 0.
     pub fn data_ptr<T>(&self, store: &Store<T>) -> *mut u8 {
         store.memory(self.store, self.index).slot.base().as_ptr()
     }

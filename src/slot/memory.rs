@@ -249,7 +249,7 @@ impl MemorySlot {
             work = ImageWork::Reused;
         }
         self.resize(size)?;
-        if let Some(img) = plan.image.as_ref().filter(|i| !i.is_mapped()) {
+        if let Some(img) = plan.image.as_ref().filter(|i| i.is_copied()) {
             self.bytes_mut()[..img.len()].copy_from_slice(img.bytes());
             work = ImageWork::Copied;
         }
@@ -294,7 +294,7 @@ impl MemorySlot {
             }
         }
         self.resize(plan.ty.min_bytes())?;
-        if let Some(img) = plan.image.as_ref().filter(|i| !i.is_mapped()) {
+        if let Some(img) = plan.image.as_ref().filter(|i| i.is_copied()) {
             self.bytes_mut()[..img.len()].copy_from_slice(img.bytes());
         }
         Ok(())

@@ -84,16 +84,34 @@ fn a_mapped_image_is_mapped_once_then_reused_by_the_warm_slot() {
 }
 
 #[test]
-fn a_copied_image_is_written_into_the_slot() {
-    // An empty image has no memfd: it is "copied" (nothing to copy).
+fn an_empty_image_needs_no_work() {
     let image = MemoryImage::new(b"").unwrap();
     let slab = Slab::new();
     let mut slot = slab.slot(1, Parked::default());
     assert_eq!(
         slot.prepare(&plan(1, Some(&image)), PAGE).unwrap(),
-        ImageWork::Copied
+        ImageWork::None
     );
     assert!(slot.bytes().iter().all(|&b| b == 0));
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn an_image_without_memfd_is_copied_in_and_restored_by_reset() {
+    crate::sys::fault::reset();
+    crate::sys::fault::fail_nth(1); // memfd_create
+    let image = MemoryImage::new(b"copied").unwrap();
+    crate::sys::fault::reset();
+    assert!(!image.is_mapped());
+    let p = plan(1, Some(&image));
+    let slab = Slab::new();
+    let mut slot = slab.slot(0, Parked::default());
+    assert_eq!(slot.prepare(&p, PAGE).unwrap(), ImageWork::Copied);
+    assert_eq!(&slot.bytes()[..6], b"copied");
+    slot.bytes_mut().fill(1);
+    slot.reset(&p, PAGE).unwrap();
+    assert_eq!(&slot.bytes()[..6], b"copied");
+    assert!(slot.bytes()[6..].iter().all(|&b| b == 0));
 }
 
 #[test]

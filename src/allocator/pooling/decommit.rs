@@ -17,6 +17,10 @@ use crate::sys::SlotPtr;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// Room reserved for a batch up front; a larger batch grows as it fills
+/// (a batch size is only bounded by the number of slots).
+const PREALLOCATED: usize = 64;
+
 pub(crate) struct DecommitQueue {
     batch: usize,
     pending: Mutex<Vec<Queued>>,
@@ -27,7 +31,7 @@ impl DecommitQueue {
     pub fn new(batch: usize) -> Self {
         DecommitQueue {
             batch,
-            pending: Mutex::new(Vec::with_capacity(batch)),
+            pending: Mutex::new(Vec::with_capacity(batch.min(PREALLOCATED))),
             len: AtomicUsize::new(0),
         }
     }
@@ -42,7 +46,10 @@ impl DecommitQueue {
         pending.push(p);
         self.len.store(pending.len(), Ordering::Relaxed);
         if pending.len() >= self.batch {
-            let batch = std::mem::replace(&mut *pending, Vec::with_capacity(self.batch));
+            let batch = std::mem::replace(
+                &mut *pending,
+                Vec::with_capacity(self.batch.min(PREALLOCATED)),
+            );
             // Finish under the lock: a thread that finds the pool exhausted
             // and flushes waits for us, so it sees these slots freed.
             finish(batch);

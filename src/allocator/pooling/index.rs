@@ -11,10 +11,11 @@
 //! already; one that finds the count at zero knows every slot was taken at
 //! that instant. With capacity N, exactly N acquisitions succeed.
 //!
-//! Within a shard the choice follows Wasmtime's module-affine allocator:
+//! The choice follows Wasmtime's module-affine allocator:
 //! 1. a warm (previously used) slot with the same affinity (image), the most
-//!    recently released first, so it needs no remapping;
-//! 2. else, while fewer than `max_unused_warm` warm slots are idle, a cold
+//!    recently released first, so it needs no remapping: from the home
+//!    shard first, then from the others, before anything else;
+//! 2. else, within a shard (the home shard first), while fewer than `max_unused_warm` warm slots are idle, a cold
 //!    (never used) slot, then the least recently used warm slot;
 //! 3. else the least recently used warm slot (its contents are replaced),
 //!    then a cold one.
@@ -41,8 +42,9 @@ pub(crate) struct SlotIndex<S> {
 }
 
 struct Shard<S> {
-    /// Never-used slots; popped from the end, lowest index first.
-    cold: Vec<u32>,
+    /// Never-used slots, lowest index first: a range, so a pool of any
+    /// size costs nothing per slot until a slot is used.
+    cold: std::ops::Range<u32>,
     /// Released slots by release time, oldest first.
     warm: BTreeMap<u64, Warm<S>>,
     /// Release times of the warm slots, by affinity.
@@ -103,7 +105,7 @@ impl<S: Default> SlotIndex<S> {
                 let lo = (s * per).min(capacity as usize) as u32;
                 let hi = ((s + 1) * per).min(capacity as usize) as u32;
                 CachePadded::new(Mutex::new(Shard {
-                    cold: (lo..hi).rev().collect(),
+                    cold: lo..hi,
                     warm: BTreeMap::new(),
                     by_affinity: HashMap::new(),
                 }))
@@ -128,6 +130,17 @@ impl<S: Default> SlotIndex<S> {
         // thread may take the one we saw, so go round until we find one.
         let n = self.shards.len();
         let home = home_shard(n);
+        // A warm slot with the same image wins over anything in the home
+        // shard, wherever it is: it needs no remapping.
+        if affinity != 0 {
+            for i in 0..n {
+                let taken = self.shards[(home + i) % n].lock().take_affine(affinity);
+                if let Some((index, state)) = taken {
+                    self.unused_warm.fetch_sub(1, Ordering::Relaxed);
+                    return Some(Taken { index, state });
+                }
+            }
+        }
         loop {
             for i in 0..n {
                 let mut shard = self.shards[(home + i) % n].lock();
@@ -135,7 +148,7 @@ impl<S: Default> SlotIndex<S> {
                 let (index, state, warm) = if let Some((idx, st)) = shard.take_affine(affinity) {
                     (idx, st, true)
                 } else if prefer_cold {
-                    match shard.cold.pop() {
+                    match shard.cold.next() {
                         Some(idx) => (idx, S::default(), false),
                         None => match shard.take_lru() {
                             Some((idx, st)) => (idx, st, true),
@@ -145,7 +158,7 @@ impl<S: Default> SlotIndex<S> {
                 } else {
                     match shard.take_lru() {
                         Some((idx, st)) => (idx, st, true),
-                        None => match shard.cold.pop() {
+                        None => match shard.cold.next() {
                             Some(idx) => (idx, S::default(), false),
                             None => continue,
                         },

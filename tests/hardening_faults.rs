@@ -1,0 +1,44 @@
+//! Error paths of `Store::reset` (issue 12, item 5), through the fault seam.
+
+use instance_pool::*;
+
+#[test]
+fn a_failed_reset_still_resets_every_memory_before_returning_the_error() {
+    let mut config = PoolingConfig::default();
+    config
+        .total_memories(4)
+        .max_memories_per_instance(2)
+        .max_memory_size(1 << 20)
+        .memory_guard_size(64 << 10);
+    let pool = PoolingInstanceAllocator::new(&config).unwrap();
+    let image = MemoryImage::new(b"second").unwrap();
+    let layout = InstanceLayout::new()
+        .memory(MemoryType::new(1, None))
+        .memory_with_image(MemoryType::new(1, None), image);
+    let mut store = Store::new(&pool, ());
+    let i = store.instantiate(&layout).unwrap();
+    let (a, b) = (i.memory(&store, 0).unwrap(), i.memory(&store, 1).unwrap());
+    for m in [a, b] {
+        m.grow(&mut store, 1).unwrap();
+        m.data_mut(&mut store).fill(0x5A);
+    }
+    fault::reset();
+    // The first memory: madvise (falls back to writing zeroes), then the
+    // mprotect back to its minimum, which fails.
+    fault::fail_nth(2);
+    let err = store.reset().unwrap_err();
+    assert!(matches!(err, Error::Os(_)), "{err:?}");
+    fault::reset();
+    // Contents are right in both, whatever their sizes.
+    assert!(a.data(&store).iter().all(|&x| x == 0));
+    assert_eq!(&b.data(&store)[..6], b"second");
+    assert!(b.data(&store)[6..].iter().all(|&x| x == 0));
+    assert_eq!(
+        b.size(&store),
+        1,
+        "the second memory is back at its minimum"
+    );
+    // And a second reset finishes the first.
+    store.reset().unwrap();
+    assert_eq!(a.size(&store), 1);
+}
