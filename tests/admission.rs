@@ -3,7 +3,7 @@
 //! every wait that should succeed is given far more time than it needs.
 
 mod common;
-use common::block_on;
+use common::{block_on, config};
 
 use instance_pool::*;
 use parking_lot::Mutex;
@@ -14,14 +14,7 @@ use std::time::Duration;
 const LONG: Duration = Duration::from_secs(30);
 
 fn pool(slots: u32) -> PoolingInstanceAllocator {
-    let mut c = PoolingConfig::default();
-    c.total_instances(slots)
-        .total_memories(slots)
-        .total_tables(slots)
-        .max_memory_size(1 << 20)
-        .memory_guard_size(64 << 10)
-        .table_elements(16);
-    PoolingInstanceAllocator::new(&c).unwrap()
+    config::pool(&config::small(slots))
 }
 
 fn layout() -> InstanceLayout {
@@ -130,13 +123,9 @@ fn store_caps_and_unsupported_layouts_fail_at_once_without_waiting() {
 
 #[test]
 fn instantiate_async_waits_up_to_the_configured_admission_timeout() {
-    let mut c = PoolingConfig::default();
-    c.total_instances(1)
-        .total_memories(1)
-        .total_tables(1)
-        .max_memory_size(1 << 20);
+    let mut c = config::small(1);
     c.admission_timeout(LONG);
-    let p = PoolingInstanceAllocator::new(&c).unwrap();
+    let p = config::pool(&c);
     let holder = hold(&p);
     let waiter = {
         let p = p.clone();

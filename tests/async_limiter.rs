@@ -2,7 +2,7 @@
 //! tiny executor (no runtime dependency), with futures that really wait.
 
 mod common;
-use common::block_on;
+use common::{block_on, config, in_use};
 
 use instance_pool::*;
 use std::future::Future;
@@ -63,14 +63,9 @@ impl ResourceLimiterAsync for Quota {
     }
 }
 
+/// Two slots; tables of the default 20,000 elements.
 fn pool() -> PoolingInstanceAllocator {
-    let mut c = PoolingConfig::default();
-    c.total_instances(2)
-        .total_memories(2)
-        .total_tables(2)
-        .max_memory_size(1 << 20)
-        .memory_guard_size(0);
-    PoolingInstanceAllocator::new(&c).unwrap()
+    config::pool(&config::small(2))
 }
 
 fn layout() -> InstanceLayout {
@@ -191,11 +186,7 @@ fn async_refusal_at_instantiation_releases_everything() {
     s.limiter_async(|q| q);
     let err = block_on(s.instantiate_async(&layout())).unwrap_err();
     assert!(matches!(err, Error::LimiterDenied { .. }));
-    let m = p.metrics();
-    assert_eq!(
-        (m.instances_in_use, m.memories_in_use, m.tables_in_use),
-        (0, 0, 0)
-    );
+    assert_eq!(in_use(&p), (0, 0, 0));
 }
 
 #[test]

@@ -4,23 +4,20 @@
 //! anything is taken, and absurd grows and table indices come back as typed
 //! errors.
 
-use instance_pool::*;
-use std::sync::{Arc, Mutex};
+mod common;
+use common::config::{self, MIB};
+use common::limiter::{Call, Outcome, Recorder, store};
 
-const MIB: usize = 1 << 20;
+use instance_pool::*;
+
 const GIB: usize = 1 << 30;
 
 /// A small pool every layout test starts from: 4 of everything, 1 MiB
 /// slots, 64 KiB guards, 32-element tables, one memory and one table per
 /// instance.
 fn small_config() -> PoolingConfig {
-    let mut c = PoolingConfig::default();
-    c.total_instances(4)
-        .total_memories(4)
-        .total_tables(4)
-        .max_memory_size(MIB)
-        .memory_guard_size(64 << 10)
-        .table_elements(32);
+    let mut c = config::small(4);
+    c.table_elements(32);
     c
 }
 
@@ -217,51 +214,19 @@ fn more_kernel_mappings_than_max_map_count_is_invalid_config() {
     );
 }
 
-/// A limiter that records every call: none may happen for a layout that
-/// cannot be served.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<String>>>);
-
-impl ResourceLimiter for Recorder {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> bool {
-        let mut calls = self.0.lock().unwrap();
-        calls.push(format!("memory_growing({current}, {desired}, {maximum:?})"));
-        true
-    }
-    fn table_growing(&mut self, current: u32, desired: u32, maximum: Option<u32>) -> bool {
-        let mut calls = self.0.lock().unwrap();
-        calls.push(format!("table_growing({current}, {desired}, {maximum:?})"));
-        true
-    }
-    fn memory_grow_failed(&mut self, e: &Error) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(format!("memory_grow_failed({e})"));
-    }
-    fn table_grow_failed(&mut self, e: &Error) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(format!("table_grow_failed({e})"));
-    }
-}
-
 /// Instantiates `layout` on a fresh small pool: it must be `Unsupported`,
 /// no limiter call made, and the pool's metrics untouched (nothing taken,
 /// counted or denied). The same layout on the on-demand allocator must be
 /// `Unsupported` too when `on_demand_too` (a type error, not a pool limit).
 fn assert_unsupported(layout: &InstanceLayout, on_demand_too: bool) {
     let pool = PoolingInstanceAllocator::new(&small_config()).unwrap();
-    let recorder = Recorder::default();
-    let mut store = Store::new(&pool, recorder.clone());
-    store.limiter(|r| r);
+    let mut store = store(&pool);
     match store.instantiate(layout) {
         Err(Error::Unsupported(msg)) => assert!(!msg.is_empty()),
         other => panic!("expected Unsupported, got {other:?}"),
     }
     assert_eq!(pool.metrics(), PoolMetrics::default());
-    assert!(recorder.0.lock().unwrap().is_empty());
+    assert!(store.data().calls.is_empty());
     // The store is still usable and the pool whole.
     let ok = store
         .instantiate(&InstanceLayout::new().memory(MemoryType::new(1, None)))
@@ -272,14 +237,12 @@ fn assert_unsupported(layout: &InstanceLayout, on_demand_too: bool) {
     assert_eq!(pool.metrics().instances_in_use, 0);
 
     if on_demand_too {
-        let mut store = Store::new(&OnDemandInstanceAllocator::default(), recorder.clone());
-        store.limiter(|r| r);
-        recorder.0.lock().unwrap().clear();
+        let mut store = common::limiter::store(&OnDemandInstanceAllocator::default());
         assert!(matches!(
             store.instantiate(layout),
             Err(Error::Unsupported(_))
         ));
-        assert!(recorder.0.lock().unwrap().is_empty());
+        assert!(store.data().calls.is_empty());
     }
 }
 
@@ -394,8 +357,7 @@ fn unsupported_second_memory_takes_nothing() {
 }
 
 fn one_memory_one_table(pool: &PoolingInstanceAllocator) -> (Store<Recorder>, Memory, Table) {
-    let mut store = Store::new(pool, Recorder::default());
-    store.limiter(|r| r);
+    let mut store = store(pool);
     let i = store
         .instantiate(
             &InstanceLayout::new()
@@ -405,7 +367,7 @@ fn one_memory_one_table(pool: &PoolingInstanceAllocator) -> (Store<Recorder>, Me
         .unwrap();
     let m = i.memory(&store, 0).unwrap();
     let t = i.table(&store, 0).unwrap();
-    store.data().0.lock().unwrap().clear();
+    store.data_mut().calls.clear();
     (store, m, t)
 }
 
@@ -425,13 +387,16 @@ fn absurd_memory_grow_is_maximum_exceeded_with_saturated_desired() {
         }
         other => panic!("expected MaximumExceeded, got {other:?}"),
     }
-    let calls = store.data().0.lock().unwrap().clone();
+    let calls = &store.data().calls;
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(
         calls[0],
-        format!("memory_growing(65536, {saturated}, Some({MIB}))")
+        Call::MemoryGrowing(WASM_PAGE_SIZE, saturated, Some(MIB))
     );
-    assert!(calls[1].starts_with("memory_grow_failed("), "{calls:?}");
+    assert_eq!(
+        calls[1],
+        Call::MemoryGrowFailed(Outcome::MaximumExceeded(Resource::Memory, saturated, MIB))
+    );
     assert_eq!(m.size(&store), 1);
     // One page past the slot is refused the same way.
     assert!(matches!(
@@ -516,13 +481,12 @@ fn table_grow_overflowing_u32_is_maximum_exceeded_not_os() {
     let mut c = small_config();
     c.total_tables(1).table_elements(u32::MAX);
     let pool = PoolingInstanceAllocator::new(&c).unwrap();
-    let mut store = Store::new(&pool, Recorder::default());
-    store.limiter(|r| r);
+    let mut store = store(&pool);
     let i = store
         .instantiate(&InstanceLayout::new().table(TableType::new(u32::MAX - 1, None)))
         .unwrap();
     let t = i.table(&store, 0).unwrap();
-    store.data().0.lock().unwrap().clear();
+    store.data_mut().calls.clear();
     match t.grow(&mut store, 2, 0) {
         Err(Error::MaximumExceeded {
             resource: Resource::Table,
@@ -532,7 +496,13 @@ fn table_grow_overflowing_u32_is_maximum_exceeded_not_os() {
         other => panic!("expected MaximumExceeded, got {other:?}"),
     }
     assert_eq!(t.size(&store), u32::MAX - 1);
-    let calls = store.data().0.lock().unwrap().clone();
+    let calls = &store.data().calls;
     assert_eq!(calls.len(), 2, "{calls:?}");
-    assert!(calls[1].starts_with("table_grow_failed("), "{calls:?}");
+    assert!(
+        matches!(
+            calls[1],
+            Call::TableGrowFailed(Outcome::MaximumExceeded(..))
+        ),
+        "{calls:?}"
+    );
 }

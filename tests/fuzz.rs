@@ -3,6 +3,7 @@
 //! calls for, and a pool must end with nothing in use.
 
 mod common;
+use common::pick;
 
 use instance_pool::*;
 use proptest::prelude::*;
@@ -342,10 +343,6 @@ struct Tenant {
     instances: usize,
     memories: Vec<Memory>,
     tables: Vec<Table>,
-}
-
-fn pick(i: usize, len: usize) -> Option<usize> {
-    (len > 0).then(|| i % len)
 }
 
 /// Runs `ops` on `allocator` checking only what must always hold.

@@ -1,118 +1,16 @@
 //! Guard pages, observed: each case writes one byte through
-//! `Memory::data_ptr` in a child process (this test binary run again with
-//! an environment variable naming the case), and the parent checks how the
-//! child ended: killed by `SIGSEGV`/`SIGBUS` for a byte a tenant must not
-//! reach, a clean exit for its in-bounds neighbour.
+//! `Memory::data_ptr` in a child process (see `common::guard`), and the
+//! parent checks how the child ended: killed by `SIGSEGV`/`SIGBUS` for a
+//! byte a tenant must not reach, a clean exit for its in-bounds neighbour.
+//! (The end after a grow the OS failed is in `faults_grow.rs`.)
+
+mod common;
+use common::config::{GUARD, MIB};
+use common::guard::{Expect, addr, after_failed_grow, config, run, tenant};
 
 use instance_pool::*;
-use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 
-const CASE_VAR: &str = "INSTANCE_POOL_GUARD_CASE";
-const MIB: usize = 1 << 20;
 const PAGE: usize = WASM_PAGE_SIZE;
-const GUARD: usize = 64 << 10;
-const SIGBUS: i32 = 7;
-const SIGSEGV: i32 = 11;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Expect {
-    Fault,
-    NoFault,
-}
-
-/// Runs `case` in a child process (when this process is the parent) or
-/// performs it (when this process is the child asked to run it).
-///
-/// `test` is the test's name, for `--exact`; `write` sets up a pool and
-/// returns the address to write, or panics if the setup does not hold.
-fn run(test: &str, expect: Expect, write: impl FnOnce() -> *mut u8) {
-    if std::env::var(CASE_VAR).as_deref() == Ok(test) {
-        let ptr = write();
-        println!("guard-case {test}: writing {ptr:p}");
-        use std::io::Write;
-        std::io::stdout().flush().unwrap();
-        // SAFETY: this is the point of the test: the write either hits
-        // memory the case owns, or faults and kills this child process.
-        unsafe { std::ptr::write_volatile(ptr, 0x5a) };
-        // SAFETY: as above; read back so the write cannot be elided.
-        assert_eq!(unsafe { std::ptr::read_volatile(ptr) }, 0x5a);
-        println!("guard-case {test}: wrote");
-        std::io::stdout().flush().unwrap();
-        return;
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CASE_VAR, test)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report = format!(
-        "child {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    // The child really ran this case up to the write (a mistyped name would
-    // run no test and exit cleanly).
-    assert!(
-        stdout.contains(&format!("guard-case {test}: writing")),
-        "the case did not reach its write: {report}"
-    );
-    match expect {
-        Expect::Fault => {
-            let signal = out.status.signal();
-            assert!(
-                signal == Some(SIGSEGV) || signal == Some(SIGBUS),
-                "expected SIGSEGV or SIGBUS: {report}"
-            );
-            assert!(!stdout.contains("wrote"), "{report}");
-        }
-        Expect::NoFault => {
-            assert!(out.status.success(), "expected a clean exit: {report}");
-            assert!(
-                stdout.contains(&format!("guard-case {test}: wrote")),
-                "{report}"
-            );
-        }
-    }
-}
-
-fn config(total_memories: u32) -> PoolingConfig {
-    let mut c = PoolingConfig::default();
-    c.total_instances(total_memories)
-        .total_memories(total_memories)
-        .total_tables(total_memories)
-        .max_memory_size(MIB)
-        .memory_guard_size(GUARD)
-        .guard_before_memory(true);
-    c
-}
-
-/// A store with one memory of `min` pages (and `image`), checked to sit in
-/// a 1 MiB slot followed by a 64 KiB guard.
-fn tenant(pool: &PoolingInstanceAllocator, min: u64, image: Option<&[u8]>) -> (Store<()>, Memory) {
-    let mut store = Store::new(pool, ());
-    let ty = MemoryType::new(min, None);
-    let layout = match image {
-        Some(bytes) => {
-            InstanceLayout::new().memory_with_image(ty, MemoryImage::new(bytes).unwrap())
-        }
-        None => InstanceLayout::new().memory(ty),
-    };
-    let inst = store.instantiate(&layout).unwrap();
-    let m = inst.memory(&store, 0).unwrap();
-    assert_eq!(m.reserved_size(&store), MIB);
-    assert_eq!(m.guard_size(&store), GUARD);
-    (store, m)
-}
-
-/// `base + offset` of a memory whose store is kept alive (leaked) for the
-/// child's remaining life.
-fn addr(store: Store<()>, m: Memory, offset: isize) -> *mut u8 {
-    let base = m.data_ptr(&store);
-    std::mem::forget(store);
-    base.wrapping_offset(offset)
-}
 
 // ---- the guard before the base ----
 
@@ -394,65 +292,19 @@ fn write_at_last_byte_of_old_size_after_reuse_faults() {
     );
 }
 
-// ---- refused and failed grows leave the end where it was ----
-
-/// A limiter that refuses everything past 2 pages.
-struct TwoPages;
-
-impl ResourceLimiter for TwoPages {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> bool {
-        desired <= 2 * PAGE
-    }
-    fn table_growing(&mut self, _current: u32, _desired: u32, _max: Option<u32>) -> bool {
-        true
-    }
-}
-
-/// `how`: 0 the limiter refuses, 1 past the slot (`MaximumExceeded`),
-/// 2 the OS fails (`mprotect` made to fail through the fault seam).
-fn after_refused_grow(how: u8, delta: isize) -> *mut u8 {
-    let pool = PoolingInstanceAllocator::new(&config(1)).unwrap();
-    let mut store = Store::new(&pool, TwoPages);
-    store.limiter(|l| l);
-    let inst = store
-        .instantiate(&InstanceLayout::new().memory(MemoryType::new(2, None)))
-        .unwrap();
-    let m = inst.memory(&store, 0).unwrap();
-    let result = match how {
-        0 => m.grow(&mut store, 1),
-        1 => {
-            store.limiter(|_| Box::leak(Box::new(StoreLimits::default())));
-            m.grow(&mut store, 15)
-        }
-        _ => {
-            store.limiter(|_| Box::leak(Box::new(StoreLimits::default())));
-            instance_pool::fault::reset();
-            instance_pool::fault::fail_nth(1);
-            let r = m.grow(&mut store, 1);
-            assert!(!instance_pool::fault::pending(), "grow made no syscall");
-            r
-        }
-    };
-    match (how, &result) {
-        (0, Err(Error::LimiterDenied { .. }))
-        | (1, Err(Error::MaximumExceeded { .. }))
-        | (2, Err(Error::Os(_))) => {}
-        _ => panic!("unexpected grow result {result:?}"),
-    }
-    let size = m.data_size(&store);
-    assert_eq!(size, 2 * PAGE);
-    std::mem::forget(pool);
-    let base = m.data_ptr(&store);
-    std::mem::forget(store);
-    base.wrapping_offset(size as isize + delta)
-}
+// ---- refused grows leave the end where it was ----
 
 #[test]
 fn write_at_data_size_after_denied_grow_faults() {
     run(
         "write_at_data_size_after_denied_grow_faults",
         Expect::Fault,
-        || after_refused_grow(0, 0),
+        || {
+            after_failed_grow(0, |store, m| {
+                let r = m.grow(store, 1);
+                assert!(matches!(r, Err(Error::LimiterDenied { .. })), "{r:?}");
+            })
+        },
     );
 }
 
@@ -461,25 +313,13 @@ fn write_at_data_size_after_grow_past_slot_faults() {
     run(
         "write_at_data_size_after_grow_past_slot_faults",
         Expect::Fault,
-        || after_refused_grow(1, 0),
-    );
-}
-
-#[test]
-fn write_at_data_size_after_failed_grow_faults() {
-    run(
-        "write_at_data_size_after_failed_grow_faults",
-        Expect::Fault,
-        || after_refused_grow(2, 0),
-    );
-}
-
-#[test]
-fn write_before_data_size_after_failed_grow_does_not_fault() {
-    run(
-        "write_before_data_size_after_failed_grow_does_not_fault",
-        Expect::NoFault,
-        || after_refused_grow(2, -1),
+        || {
+            after_failed_grow(0, |store, m| {
+                *store.data_mut() = StoreLimits::default();
+                let r = m.grow(store, 15);
+                assert!(matches!(r, Err(Error::MaximumExceeded { .. })), "{r:?}");
+            })
+        },
     );
 }
 

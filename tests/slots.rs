@@ -1,24 +1,17 @@
-//! Slot choice (cold before warm, affinity), batched reset, and exact
-//! capacity under sharding.
+//! Slot choice (cold before warm, affinity), batched reset, reused slots
+//! reading zeroes, and exact capacity under sharding. (What a reset costs
+//! in syscalls is in `syscalls.rs`; failed resets in `faults_release.rs`.)
 
 mod common;
+use common::config::{self, MIB as SLOT};
+use common::limiter::store;
+use common::one_memory;
 
 use instance_pool::*;
 use proptest::prelude::*;
 use std::sync::{Arc, Barrier};
 
 const PAGE: usize = WASM_PAGE_SIZE;
-
-fn config(slots: u32) -> PoolingConfig {
-    let mut c = PoolingConfig::default();
-    c.total_instances(slots)
-        .total_memories(slots)
-        .total_tables(slots)
-        .max_memory_size(1 << 20)
-        .memory_guard_size(64 << 10)
-        .table_elements(64);
-    c
-}
 
 fn layout() -> InstanceLayout {
     InstanceLayout::new()
@@ -51,9 +44,9 @@ fn fill(pool: &PoolingInstanceAllocator, slots: u32) {
 fn filling_the_pool_three_times_works_at_batch_sizes_1_5_99() {
     for batch in [1, 5, 99] {
         for keep in [0, PAGE] {
-            let mut c = config(12);
+            let mut c = config::small(12);
             c.decommit_batch_size(batch).memory_keep_resident(keep);
-            let p = PoolingInstanceAllocator::new(&c).unwrap();
+            let p = config::pool(&c);
             for _ in 0..3 {
                 fill(&p, 12);
                 let m = p.metrics();
@@ -72,30 +65,10 @@ fn filling_the_pool_three_times_works_at_batch_sizes_1_5_99() {
 }
 
 #[test]
-fn a_batch_of_neighbouring_slots_is_reset_with_one_madvise_and_one_mprotect() {
-    let mut c = config(4);
-    c.decommit_batch_size(4);
-    let p = PoolingInstanceAllocator::new(&c).unwrap();
-    let stores: Vec<_> = (0..4)
-        .map(|_| {
-            let mut s = Store::new(&p, ());
-            let m = s.instantiate(&layout()).unwrap().memory(&s, 0).unwrap();
-            m.data_mut(&mut s).fill(1);
-            s
-        })
-        .collect();
-    fault::reset();
-    drop(stores);
-    let c = fault::counts();
-    assert_eq!((c.madvise, c.mprotect), (1, 1), "{c:?}");
-    assert_eq!(p.metrics().decommit_queue_len, 0);
-}
-
-#[test]
 fn queued_slots_are_not_in_use_and_are_flushed_when_the_pool_runs_dry() {
-    let mut c = config(2);
+    let mut c = config::small(2);
     c.decommit_batch_size(10);
-    let p = PoolingInstanceAllocator::new(&c).unwrap();
+    let p = config::pool(&c);
     fill(&p, 2);
     let m = p.metrics();
     assert_eq!((m.memories_in_use, m.decommit_queue_len), (0, 2));
@@ -105,9 +78,9 @@ fn queued_slots_are_not_in_use_and_are_flushed_when_the_pool_runs_dry() {
 
 #[test]
 fn cold_slots_are_preferred_until_max_unused_warm_slots() {
-    let mut c = config(4);
+    let mut c = config::small(4);
     c.max_unused_warm_slots(2);
-    let p = PoolingInstanceAllocator::new(&c).unwrap();
+    let p = config::pool(&c);
     let base = |s: &Store<()>, i: Instance| i.memory(s, 0).unwrap().data_ptr(s) as usize;
     let run = |img: Option<Arc<MemoryImage>>| {
         let mut s = Store::new(&p, ());
@@ -130,7 +103,7 @@ fn cold_slots_are_preferred_until_max_unused_warm_slots() {
 
 #[test]
 fn same_image_prefers_its_warm_slot() {
-    let p = PoolingInstanceAllocator::new(&config(4)).unwrap();
+    let p = config::pool(&config::small(4));
     let image = MemoryImage::new(b"affine").unwrap();
     let l = InstanceLayout::new().memory_with_image(MemoryType::new(1, None), image);
     let mut first = Store::new(&p, ());
@@ -148,6 +121,63 @@ fn same_image_prefers_its_warm_slot() {
     assert_eq!(p.metrics().images_reused, 1);
 }
 
+// ---- reuse ----
+
+/// Three tenants in turn on a pool of one slot: each finds its memory and
+/// table zeroed over their whole size, then grows and dirties them.
+fn dirty_then_reuse(c: &PoolingConfig) {
+    let p = config::pool(c);
+    for round in 0..3 {
+        let mut s = store(&p);
+        let i = s
+            .instantiate(&one_memory(2, None).table(TableType::new(10, None)))
+            .unwrap();
+        let (m, t) = (i.memory(&s, 0).unwrap(), i.table(&s, 0).unwrap());
+        assert_eq!(
+            m.data_size(&s),
+            2 * PAGE,
+            "round {round}: a reused slot has the new minimum"
+        );
+        assert!(
+            m.data(&s).iter().all(|&b| b == 0),
+            "round {round}: memory not zero"
+        );
+        assert!(
+            (0..10).all(|i| t.get(&s, i) == Some(0)),
+            "round {round}: table not zero"
+        );
+        m.grow(&mut s, 6).unwrap();
+        m.data_mut(&mut s).fill(0xAB);
+        t.grow(&mut s, 50, 7).unwrap();
+        for i in 0..10 {
+            t.set(&mut s, i, 0xdead).unwrap();
+        }
+    }
+}
+
+#[test]
+fn reused_slot_reads_zeroes_over_the_whole_accessible_size() {
+    dirty_then_reuse(&config::small(1));
+}
+
+#[test]
+fn reused_slot_reads_zeroes_with_keep_resident() {
+    let mut c = config::small(1);
+    c.memory_keep_resident(3 * PAGE).table_keep_resident(4096);
+    dirty_then_reuse(&c);
+    c.memory_keep_resident(SLOT).table_keep_resident(1 << 20);
+    dirty_then_reuse(&c);
+}
+
+#[test]
+fn reused_slot_reads_zeroes_with_batched_decommit() {
+    let mut c = config::small(1);
+    c.decommit_batch_size(3);
+    dirty_then_reuse(&c);
+}
+
+// ---- capacity ----
+
 proptest! {
     #![proptest_config(common::proptest_config(24))]
 
@@ -155,9 +185,9 @@ proptest! {
     /// while nothing is released, and all N again after a full release.
     #[test]
     fn capacity_is_exact_under_sharding(capacity in 1u32..24, threads in 1usize..6, batch in 1usize..4) {
-        let mut c = config(capacity);
+        let mut c = config::small(capacity);
         c.decommit_batch_size(batch);
-        let p = PoolingInstanceAllocator::new(&c).unwrap();
+        let p = config::pool(&c);
         for _round in 0..2 {
             let barrier = Arc::new(Barrier::new(threads));
             let held: Vec<Vec<Store<()>>> = std::thread::scope(|scope| {
@@ -187,45 +217,5 @@ proptest! {
             drop(held);
             prop_assert_eq!(p.metrics().memories_in_use, 0);
         }
-    }
-}
-
-#[test]
-fn a_slot_whose_reset_and_remap_both_failed_never_reaches_a_tenant_dirty() {
-    for keep in [0, PAGE] {
-        let mut c = config(1);
-        c.memory_keep_resident(keep);
-        let p = PoolingInstanceAllocator::new(&c).unwrap();
-        let mut s = Store::new(&p, ());
-        let m = s.instantiate(&layout()).unwrap().memory(&s, 0).unwrap();
-        m.grow(&mut s, 3).unwrap();
-        m.data_mut(&mut s).fill(0xAA);
-        // The release's madvise fails, then so does the fallback remap.
-        fault::reset();
-        fault::fail_nth_times(1, 2);
-        drop(s);
-        assert!(!fault::pending(), "keep {keep}");
-        assert_eq!(p.metrics().memories_in_use, 0);
-        // The next tenant's remap of the slot fails too: an OS error, and its
-        // rollback must leave the slot alone.
-        fault::reset();
-        fault::fail_nth(1);
-        let mut s = Store::new(&p, ());
-        assert!(
-            matches!(s.instantiate(&layout()), Err(Error::Os(_))),
-            "keep {keep}"
-        );
-        assert!(!fault::pending());
-        drop(s);
-        // Then the slot is remapped whole and reads as new.
-        fault::reset();
-        let mut s = Store::new(&p, ());
-        let l = InstanceLayout::new().memory(MemoryType::new(4, None));
-        let m = s.instantiate(&l).unwrap().memory(&s, 0).unwrap();
-        assert!(
-            m.data(&s).iter().all(|&b| b == 0),
-            "keep {keep}: dirty bytes reached a tenant"
-        );
-        assert_eq!(m.size(&s), 4);
     }
 }

@@ -6,7 +6,12 @@
 //! configured total, and the pool's counters agree with what the threads
 //! saw.
 
+mod common;
+use common::{assert_nothing_in_use, resource_index, seeded_rng};
+
 use instance_pool::*;
+use proptest::prelude::RngExt;
+use proptest::test_runner::TestRng;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 
@@ -26,29 +31,6 @@ struct Seen {
     instantiated: AtomicU64,
     exhausted: [AtomicU64; 3],
     denied: AtomicU64,
-}
-
-fn resource_index(r: Resource) -> usize {
-    match r {
-        Resource::Instance => 0,
-        Resource::Memory => 1,
-        Resource::Table => 2,
-    }
-}
-
-/// A small xorshift: the tests need variety, not quality.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 struct Layouts {
@@ -125,12 +107,12 @@ fn count_exhaustion(e: Error, seen: &Seen) {
 fn tenant(
     pool: &PoolingInstanceAllocator,
     layouts: &Layouts,
-    rng: &mut Rng,
+    rng: &mut TestRng,
     marker: u64,
     seen: &Seen,
 ) -> bool {
     seen.cycles.fetch_add(1, Ordering::Relaxed);
-    let (layout, image) = &layouts.all[rng.below(layouts.all.len() as u64) as usize];
+    let (layout, image) = &layouts.all[rng.random_range(0..layouts.all.len())];
     let mut store = Store::new(pool, limits());
     store.limiter(|l| l);
     let inst = match store.instantiate(layout) {
@@ -162,7 +144,7 @@ fn tenant(
 
     // Grow: the limiter has the last word past LIMIT_PAGES.
     let pages = m.size(&store);
-    let delta = rng.below(3);
+    let delta = rng.random_range(0..3u64);
     match m.grow(&mut store, delta) {
         Ok(old) => {
             assert_eq!(old, pages);
@@ -186,7 +168,7 @@ fn tenant(
             .all(|&b| b == 0)
     );
     let grown = t.size(&store);
-    let add = rng.below(64) as u32;
+    let add = rng.random_range(0..64u32);
     assert_eq!(t.grow(&mut store, add, 0).unwrap(), grown);
 
     // Mark everything as ours.
@@ -230,7 +212,7 @@ fn run(total_cycles: usize, batch: usize, keep_resident: usize) {
             let (pool, layouts, seen, start) =
                 (pool.clone(), layouts.clone(), seen.clone(), start.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((thread as u64 + 1) * 0x1234_5678));
+                let mut rng = seeded_rng(thread as u64);
                 // First, all at once, each holding its tenant until all
                 // have tried: with 3 memories for 4 threads, exactly one is
                 // refused.
@@ -277,12 +259,8 @@ fn run(total_cycles: usize, batch: usize, keep_resident: usize) {
     done.store(true, Ordering::Relaxed);
     assert!(sampler.join().unwrap() > 0);
 
+    assert_nothing_in_use(&pool);
     let m = pool.metrics();
-    assert_eq!(
-        (m.instances_in_use, m.memories_in_use, m.tables_in_use),
-        (0, 0, 0),
-        "{m:?}"
-    );
     let exhausted: Vec<u64> = seen
         .exhausted
         .iter()
@@ -327,11 +305,7 @@ fn run(total_cycles: usize, batch: usize, keep_resident: usize) {
         })
     ));
     drop(stores);
-    let m = pool.metrics();
-    assert_eq!(
-        (m.instances_in_use, m.memories_in_use, m.tables_in_use),
-        (0, 0, 0)
-    );
+    assert_nothing_in_use(&pool);
 }
 
 #[test]

@@ -1,0 +1,61 @@
+//! The pool shapes the tests build, one constructor each; a test adds only
+//! the settings it is about.
+
+use instance_pool::{PoolingConfig, PoolingInstanceAllocator, WASM_PAGE_SIZE};
+
+/// One mebibyte: a small pool's memory slot.
+pub const MIB: usize = 1 << 20;
+/// The memory slot of [`small`] in wasm pages.
+pub const SLOT_PAGES: u64 = (MIB / WASM_PAGE_SIZE) as u64;
+/// The guard after each memory slot of [`small`].
+pub const GUARD: usize = 64 << 10;
+
+/// `slots` instances, memories and tables; memory slots of 1 MiB (16 wasm
+/// pages) with 64 KiB guards; one memory and one table per instance; the
+/// rest (tables of 20,000 elements, no keep-resident, batches of 1)
+/// default.
+pub fn small(slots: u32) -> PoolingConfig {
+    let mut c = PoolingConfig::default();
+    c.total_instances(slots)
+        .total_memories(slots)
+        .total_tables(slots)
+        .max_memory_size(MIB)
+        .memory_guard_size(GUARD);
+    c
+}
+
+/// [`small`]`(4)` with tables of `table_elements`, where an instance may
+/// have two memories and two tables.
+pub fn small_two_per_instance(table_elements: u32) -> PoolingConfig {
+    let mut c = small(4);
+    c.max_memories_per_instance(2)
+        .max_tables_per_instance(2)
+        .table_elements(table_elements);
+    c
+}
+
+/// How a pool resets released slots: what the failure walks and the
+/// model vary.
+#[derive(Clone, Copy, Debug)]
+pub struct Resets {
+    /// `memory_keep_resident`.
+    pub keep_resident: usize,
+    /// `table_keep_resident`.
+    pub table_keep_resident: usize,
+    /// `decommit_batch_size`.
+    pub batch: usize,
+}
+
+impl Resets {
+    /// Sets these knobs on `c`.
+    pub fn apply(self, c: &mut PoolingConfig) -> &mut PoolingConfig {
+        c.memory_keep_resident(self.keep_resident)
+            .table_keep_resident(self.table_keep_resident)
+            .decommit_batch_size(self.batch)
+    }
+}
+
+/// A pool for `c`, which must be valid.
+pub fn pool(c: &PoolingConfig) -> PoolingInstanceAllocator {
+    PoolingInstanceAllocator::new(c).unwrap()
+}

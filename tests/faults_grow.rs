@@ -1,0 +1,169 @@
+//! Every failure point of a memory or table grow, walked (see
+//! `faults_instantiate.rs`): each failure is `Error::Os` reported once to
+//! the limiter, leaves the memory or table as it was and still growable,
+//! and leaves the end of the accessible memory where it was.
+
+mod common;
+use common::assert_nothing_in_use;
+use common::config::{self, MIB, Resets};
+use common::fault::{MAX_STEPS, with_first_failing, with_nth_failing};
+use common::guard::{Expect, after_failed_grow, run};
+use common::limiter::{Call, Outcome, store, store_with_memory};
+use common::tenants::{
+    Before, MIN_ELEMENTS, MIN_PAGES, PAGE, SETUPS, TABLE_ELEMENTS, assert_fresh,
+    assert_full_capacity, dirty, images, layout, pool, prepare,
+};
+
+use instance_pool::*;
+
+/// Walks every failure point of a memory grow by 3 pages.
+fn walk_grow(setup: Resets, before: Before, image: bool) -> u64 {
+    let ctx = format!("{setup:?} {before:?} image={image}");
+    for n in 1..=MAX_STEPS {
+        let pool = pool(setup);
+        let images = images();
+        prepare(&pool, &images, before, image);
+        let mut store = store(&pool);
+        let inst = store
+            .instantiate(&layout(image.then_some(&images.main)))
+            .unwrap();
+        let m = inst.memory(&store, 0).unwrap();
+        store.data_mut().calls.clear();
+        let (result, reached) = with_nth_failing(n, || m.grow(&mut store, 3));
+        let (current, desired) = (MIN_PAGES as usize * PAGE, (MIN_PAGES as usize + 3) * PAGE);
+        match result {
+            Ok(old) => {
+                assert!(!reached, "{ctx}: syscall {n} failed but grow succeeded");
+                assert_eq!(old, MIN_PAGES);
+                assert_eq!(
+                    store.data().calls,
+                    [Call::MemoryGrowing(current, desired, Some(MIB))]
+                );
+                assert_eq!(m.data_size(&store), desired);
+                let data = m.data(&store);
+                assert!(data[current..].iter().all(|&b| b == 0));
+                drop(store);
+                assert_nothing_in_use(&pool);
+                assert_full_capacity(&pool, &images);
+                return n - 1;
+            }
+            Err(Error::Os(_)) => {
+                assert!(reached);
+                assert_eq!(
+                    store.data().calls,
+                    [
+                        Call::MemoryGrowing(current, desired, Some(MIB)),
+                        Call::MemoryGrowFailed(Outcome::Os)
+                    ],
+                    "{ctx}: failure {n}"
+                );
+            }
+            Err(e) => panic!("{ctx}: failure {n} gave {e:?}, not Error::Os"),
+        }
+        // Unchanged, and still fully usable.
+        assert_eq!(m.size(&store), MIN_PAGES, "{ctx}");
+        assert_fresh(&store, inst, image.then_some(images.main_bytes.as_slice()));
+        m.data_mut(&mut store).fill(7);
+        assert_eq!(m.grow(&mut store, 3).unwrap(), MIN_PAGES);
+        assert!(m.data(&store)[current..].iter().all(|&b| b == 0), "{ctx}");
+        assert!(m.data(&store)[..current].iter().all(|&b| b == 7), "{ctx}");
+        dirty(&mut store, inst);
+        drop(store);
+        assert_nothing_in_use(&pool);
+        assert_full_capacity(&pool, &images);
+    }
+    panic!("{ctx}: grow never completed");
+}
+
+#[test]
+fn memory_grow_failures_are_os_errors_reported_once_to_the_limiter() {
+    for setup in SETUPS {
+        for before in [Before::Cold, Before::WarmSame, Before::WarmOtherImage] {
+            for image in [false, true] {
+                let points = walk_grow(setup, before, image);
+                assert!(points >= 1, "{setup:?} {before:?}: grow makes a syscall");
+            }
+        }
+    }
+}
+
+#[test]
+fn table_grow_failures_are_os_errors_reported_once_to_the_limiter() {
+    for setup in SETUPS {
+        for n in 1..=MAX_STEPS {
+            let pool = pool(setup);
+            let images = images();
+            let mut store = store(&pool);
+            let inst = store.instantiate(&layout(None)).unwrap();
+            let t = inst.table(&store, 0).unwrap();
+            store.data_mut().calls.clear();
+            let (result, reached) = with_nth_failing(n, || t.grow(&mut store, 100, 3));
+            let grow_call =
+                Call::TableGrowing(MIN_ELEMENTS, MIN_ELEMENTS + 100, Some(TABLE_ELEMENTS));
+            match result {
+                Ok(old) => {
+                    assert!(!reached);
+                    assert_eq!(old, MIN_ELEMENTS);
+                    assert_eq!(store.data().calls, [grow_call]);
+                    assert_eq!(t.get(&store, MIN_ELEMENTS + 99), Some(3));
+                    drop(store);
+                    assert_full_capacity(&pool, &images);
+                    break;
+                }
+                Err(Error::Os(_)) => {
+                    assert!(reached);
+                    assert_eq!(
+                        store.data().calls,
+                        [grow_call, Call::TableGrowFailed(Outcome::Os)]
+                    );
+                    assert_eq!(t.size(&store), MIN_ELEMENTS);
+                }
+                Err(e) => panic!("{setup:?}: failure {n} gave {e:?}"),
+            }
+            drop(store);
+            assert_full_capacity(&pool, &images);
+        }
+    }
+}
+
+#[test]
+fn os_failure_during_grow_is_os_error_and_calls_failure_hook_once() {
+    let p = config::pool(&config::small_two_per_instance(100));
+    let (mut s, m) = store_with_memory(&p, 1, None);
+    let err = with_first_failing(|| m.grow(&mut s, 1)).unwrap_err();
+    assert!(matches!(err, Error::Os(_)));
+    let calls = &s.data().calls;
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1], Call::MemoryGrowFailed(Outcome::Os));
+    assert_eq!(m.size(&s), 1);
+    // The memory still grows afterwards.
+    assert_eq!(m.grow(&mut s, 1).unwrap(), 1);
+    m.data_mut(&mut s)[2 * PAGE - 1] = 1;
+}
+
+// ---- the accessible end after a failed grow ----
+
+/// The grow's `mprotect` is made to fail through the fault seam.
+fn os_fails(store: &mut Store<StoreLimits>, m: Memory) {
+    *store.data_mut() = StoreLimits::default();
+    let r = with_first_failing(|| m.grow(store, 1));
+    assert!(matches!(r, Err(Error::Os(_))), "{r:?}");
+}
+
+#[test]
+fn write_at_data_size_after_failed_grow_faults() {
+    run(
+        "write_at_data_size_after_failed_grow_faults",
+        Expect::Fault,
+        || after_failed_grow(0, os_fails),
+    );
+}
+
+#[test]
+fn write_before_data_size_after_failed_grow_does_not_fault() {
+    run(
+        "write_before_data_size_after_failed_grow_does_not_fault",
+        Expect::NoFault,
+        || after_failed_grow(-1, os_fails),
+    );
+}
