@@ -3,6 +3,44 @@
 use crate::sys;
 use crate::{Error, Result};
 
+/// How a pool makes the bytes past each memory's size fault.
+///
+/// Both give the same guarantee: every access past a memory's size, up to
+/// the end of its guard, faults. They differ in cost: `mprotect` changes a
+/// mapping, under the process's mmap lock taken for writing, and removing
+/// access interrupts every other core running the process for a TLB
+/// shootdown, once per growing request. Guard markers are page-table
+/// entries set and cleared under the lock taken for reading, without new
+/// mappings; a slot's read-write part only widens (one `mprotect`) when a
+/// tenant grows past where any tenant of that slot has been, and released
+/// slots' markers are installed in batches (see
+/// [`PoolingConfig::decommit_batch_size`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MemoryProtection {
+    /// Guard markers where the kernel has them on anonymous and private
+    /// file mappings (Linux 6.15 and later), else `mprotect`.
+    #[default]
+    Auto,
+    /// Guard markers (`MADV_GUARD_INSTALL`); a kernel without them makes
+    /// [`PoolingInstanceAllocator::new`](crate::PoolingInstanceAllocator::new)
+    /// fail with `InvalidConfig`.
+    GuardMarkers,
+    /// `mprotect`, as Wasmtime's pooling allocator does.
+    Mprotect,
+}
+
+impl MemoryProtection {
+    /// The name used in metrics: `guard_markers`, `mprotect` (or `auto`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryProtection::Auto => "auto",
+            MemoryProtection::GuardMarkers => "guard_markers",
+            MemoryProtection::Mprotect => "mprotect",
+        }
+    }
+}
+
 /// Four GiB: the most a 32-bit linear memory can address.
 pub(crate) const FOUR_GIB: usize = 1 << 32;
 
@@ -25,6 +63,8 @@ pub(crate) const FOUR_GIB: usize = 1 << 32;
 /// | `max_unused_warm_slots` | 100 | idle previously-used slots kept before cold slots stop being preferred |
 /// | `decommit_batch_size` | 1 | released memories reset together in one batch |
 /// | `admission_timeout` | 0 | how long `instantiate_async` waits for a slot |
+/// | `memory_protection` | `Auto` | guard markers where the kernel has them, else `mprotect` |
+/// | `dirty_page_scan` | true | resets write back only the pages a tenant wrote, where the kernel can tell (`PAGEMAP_SCAN`) |
 ///
 /// Byte sizes (`max_memory_size`, `memory_guard_size`, both keep-resident
 /// sizes) must be multiples of the host page. Keep-resident sizes larger
@@ -45,6 +85,8 @@ pub struct PoolingConfig {
     pub(crate) max_unused_warm_slots: u32,
     pub(crate) decommit_batch_size: usize,
     pub(crate) admission_timeout: std::time::Duration,
+    pub(crate) memory_protection: MemoryProtection,
+    pub(crate) dirty_page_scan: bool,
 }
 
 impl Default for PoolingConfig {
@@ -64,6 +106,8 @@ impl Default for PoolingConfig {
             max_unused_warm_slots: 100,
             decommit_batch_size: 1,
             admission_timeout: std::time::Duration::ZERO,
+            memory_protection: MemoryProtection::Auto,
+            dirty_page_scan: true,
         }
     }
 }
@@ -124,6 +168,20 @@ impl PoolingConfig {
         /// served) before failing with `PoolExhausted`. Zero (the default)
         /// fails at once, as Wasmtime does.
         admission_timeout: std::time::Duration;
+        /// How bytes past each memory's size are made to fault: guard
+        /// markers or `mprotect` ([`MemoryProtection`]). With guard markers,
+        /// `memory_keep_resident` keeps at most a released memory's minimum
+        /// resident (markers cannot keep a page resident while it faults).
+        memory_protection: MemoryProtection;
+        /// Whether a reset asks the kernel which pages a tenant wrote
+        /// (`PAGEMAP_SCAN`, Linux 6.7+; pages swapped out count as
+        /// written) and writes back only those, within
+        /// `memory_keep_resident`. Image pages nobody wrote then stay the
+        /// image file's shared pages. Without it (or on an older kernel) the
+        /// image's part is discarded with `madvise` and the rest zeroed.
+        /// Ranges of 64 KiB or less without an image are always zeroed
+        /// whole: cheaper than asking.
+        dirty_page_scan: bool;
     }
 
     /// Checks everything that does not need the OS: the message names the
@@ -163,6 +221,14 @@ impl PoolingConfig {
                 "max_tables_per_instance ({}) exceeds total_tables ({})",
                 self.max_tables_per_instance, self.total_tables
             ));
+        }
+        if self.memory_protection == MemoryProtection::GuardMarkers
+            && !sys::features().guard_markers
+        {
+            return invalid(
+                "memory_protection is GuardMarkers, but this kernel has no guard markers on private mappings (MADV_GUARD_INSTALL, Linux 6.15+)"
+                    .into(),
+            );
         }
         if self.decommit_batch_size == 0 {
             return invalid("decommit_batch_size must be at least 1, got 0".into());

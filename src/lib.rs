@@ -16,7 +16,7 @@ mod table;
 pub use allocator::{
     InstanceAllocator, OnDemandInstanceAllocator, PoolMetrics, PoolingInstanceAllocator,
 };
-pub use config::PoolingConfig;
+pub use config::{MemoryProtection, PoolingConfig};
 pub use error::{Error, Resource};
 pub use image::MemoryImage;
 pub use layout::{InstanceLayout, MemoryType, TableType};

@@ -220,12 +220,13 @@ fn more_kernel_mappings_than_max_map_count_is_invalid_config() {
 /// `Unsupported` too when `on_demand_too` (a type error, not a pool limit).
 fn assert_unsupported(layout: &InstanceLayout, on_demand_too: bool) {
     let pool = PoolingInstanceAllocator::new(&small_config()).unwrap();
+    let fresh = pool.metrics();
     let mut store = store(&pool);
     match store.instantiate(layout) {
         Err(Error::Unsupported(msg)) => assert!(!msg.is_empty()),
         other => panic!("expected Unsupported, got {other:?}"),
     }
-    assert_eq!(pool.metrics(), PoolMetrics::default());
+    assert_eq!(pool.metrics(), fresh);
     assert!(store.data().calls.is_empty());
     // The store is still usable and the pool whole.
     let ok = store
@@ -345,6 +346,7 @@ fn unsupported_second_memory_takes_nothing() {
     let mut c = small_config();
     c.max_memories_per_instance(2);
     let pool = PoolingInstanceAllocator::new(&c).unwrap();
+    let fresh = pool.metrics();
     let mut store = Store::new(&pool, ());
     let layout = InstanceLayout::new()
         .memory(MemoryType::new(1, None))
@@ -353,7 +355,7 @@ fn unsupported_second_memory_takes_nothing() {
         store.instantiate(&layout),
         Err(Error::Unsupported(_))
     ));
-    assert_eq!(pool.metrics(), PoolMetrics::default());
+    assert_eq!(pool.metrics(), fresh);
 }
 
 fn one_memory_one_table(pool: &PoolingInstanceAllocator) -> (Store<Recorder>, Memory, Table) {
@@ -451,6 +453,7 @@ fn table_access_past_size_is_typed() {
 #[test]
 fn store_caps_of_zero_are_store_limit_and_take_nothing() {
     let pool = PoolingInstanceAllocator::new(&small_config()).unwrap();
+    let fresh = pool.metrics();
     for (limits, resource) in [
         (StoreLimitsBuilder::new().instances(0), Resource::Instance),
         (StoreLimitsBuilder::new().memories(0), Resource::Memory),
@@ -468,7 +471,7 @@ fn store_caps_of_zero_are_store_limit_and_take_nothing() {
             }) => assert_eq!(r, resource),
             other => panic!("expected StoreLimit, got {other:?}"),
         }
-        assert_eq!(pool.metrics(), PoolMetrics::default());
+        assert_eq!(pool.metrics(), fresh);
     }
 }
 

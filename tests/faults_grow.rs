@@ -10,8 +10,8 @@ use common::fault::{MAX_STEPS, with_first_failing, with_nth_failing};
 use common::guard::{Expect, after_failed_grow, run};
 use common::limiter::{Call, Outcome, store, store_with_memory};
 use common::tenants::{
-    Before, MIN_ELEMENTS, MIN_PAGES, PAGE, SETUPS, TABLE_ELEMENTS, assert_fresh,
-    assert_full_capacity, dirty, images, layout, pool, prepare,
+    Before, MIN_ELEMENTS, MIN_PAGES, PAGE, TABLE_ELEMENTS, assert_fresh, assert_full_capacity,
+    dirty, images, layout, pool, prepare, setups,
 };
 
 use instance_pool::*;
@@ -77,7 +77,7 @@ fn walk_grow(setup: Resets, before: Before, image: bool) -> u64 {
 
 #[test]
 fn memory_grow_failures_are_os_errors_reported_once_to_the_limiter() {
-    for setup in SETUPS {
+    for setup in setups() {
         for before in [Before::Cold, Before::WarmSame, Before::WarmOtherImage] {
             for image in [false, true] {
                 let points = walk_grow(setup, before, image);
@@ -89,7 +89,7 @@ fn memory_grow_failures_are_os_errors_reported_once_to_the_limiter() {
 
 #[test]
 fn table_grow_failures_are_os_errors_reported_once_to_the_limiter() {
-    for setup in SETUPS {
+    for setup in setups() {
         for n in 1..=MAX_STEPS {
             let pool = pool(setup);
             let images = images();

@@ -12,8 +12,8 @@ use common::config::{self, MIB, Resets};
 use common::fault::{MAX_STEPS, with_first_failing, with_nth_failing};
 use common::limiter::{Call, Outcome, store};
 use common::tenants::{
-    BEFORES, Before, MIN_PAGES, PAGE, SETUPS, assert_fresh, assert_full_capacity, dirty, images,
-    layout, pool, prepare,
+    BEFORES, Before, MIN_PAGES, PAGE, assert_fresh, assert_full_capacity, dirty, images, layout,
+    pool, prepare, setups,
 };
 use common::{assert_nothing_in_use, images as image_pool, in_use, pattern};
 
@@ -74,7 +74,7 @@ fn walk_instantiate(setup: Resets, before: Before, image: bool) -> u64 {
 }
 
 fn walk_instantiate_all(image: bool) {
-    for setup in SETUPS {
+    for setup in setups() {
         for before in BEFORES {
             if before == Before::AllQueued && setup.batch == 1 {
                 continue;
@@ -103,7 +103,7 @@ fn instantiate_failures_with_image_are_os_errors_and_leak_nothing() {
 fn instantiate_failure_in_a_store_with_an_instance_keeps_the_first() {
     let images = images();
     for n in 1..=MAX_STEPS {
-        let pool = pool(SETUPS[0]);
+        let pool = pool(setups()[0]);
         let mut store = store(&pool);
         let first = store.instantiate(&layout(Some(&images.main))).unwrap();
         dirty(&mut store, first);
@@ -128,7 +128,7 @@ fn instantiate_failure_in_a_store_with_an_instance_keeps_the_first() {
 /// the pool empty: the acquisition still succeeds on a clean slot.
 #[test]
 fn failed_flush_during_acquisition_still_serves_a_clean_slot() {
-    let setup = SETUPS[4];
+    let setup = setups()[4];
     let mut reached_any = false;
     for n in 1..=MAX_STEPS {
         let pool = pool(setup);

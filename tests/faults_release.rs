@@ -8,7 +8,7 @@ use common::config::{self, MIB, Resets};
 use common::fault::{MAX_STEPS, with_nth_failing};
 use common::limiter::store;
 use common::tenants::{
-    PAGE, SETUPS, TOTAL, assert_fresh, assert_full_capacity, dirty, images, layout, pool,
+    PAGE, TOTAL, assert_fresh, assert_full_capacity, dirty, images, layout, pool, setups,
 };
 use common::{assert_nothing_in_use, in_use};
 
@@ -48,7 +48,7 @@ fn walk_release(setup: Resets, image: bool, stores: u32) -> u64 {
 
 #[test]
 fn release_failures_never_surface_and_never_leak_bytes() {
-    for setup in SETUPS {
+    for setup in setups() {
         for image in [false, true] {
             for stores in [1, TOTAL] {
                 let points = walk_release(setup, image, stores);
@@ -112,7 +112,7 @@ fn walk_reset(setup: Resets, image: bool) -> u64 {
 
 #[test]
 fn reset_failures_are_os_errors_and_never_leak_bytes() {
-    for setup in SETUPS {
+    for setup in setups() {
         for image in [false, true] {
             let points = walk_reset(setup, image);
             if setup.keep_resident < MIB {

@@ -5,8 +5,8 @@
 mod common;
 use common::limiter::{Hook, store};
 use common::tenants::{
-    MIN_ELEMENTS, MIN_PAGES, SETUPS, assert_fresh, assert_full_capacity, dirty, images, layout,
-    pool,
+    MIN_ELEMENTS, MIN_PAGES, assert_fresh, assert_full_capacity, dirty, images, layout, pool,
+    setups,
 };
 use common::{assert_nothing_in_use, in_use};
 
@@ -25,7 +25,7 @@ fn assert_panics<R: std::fmt::Debug>(f: impl FnOnce() -> R) {
 
 #[test]
 fn limiter_panic_in_memory_growing_during_instantiate_leaks_nothing() {
-    for setup in SETUPS {
+    for setup in setups() {
         let pool = pool(setup);
         let images = images();
         let mut store = store(&pool);
@@ -46,7 +46,7 @@ fn limiter_panic_in_memory_growing_during_instantiate_leaks_nothing() {
 /// mapped, made accessible): that memory must be rolled back too.
 #[test]
 fn limiter_panic_in_table_growing_during_instantiate_leaks_nothing() {
-    for setup in SETUPS {
+    for setup in setups() {
         let pool = pool(setup);
         let images = images();
         let mut store = store(&pool);
@@ -63,7 +63,7 @@ fn limiter_panic_in_table_growing_during_instantiate_leaks_nothing() {
 
 #[test]
 fn limiter_panic_during_grow_leaks_nothing() {
-    for setup in SETUPS {
+    for setup in setups() {
         let pool = pool(setup);
         let images = images();
         let mut store = store(&pool);
@@ -139,7 +139,7 @@ fn poll_once_pending<F: std::future::Future>(fut: F) {
 /// prepared with its image when the table's answer is the one pending.
 #[test]
 fn cancelled_async_instantiation_leaks_nothing() {
-    for setup in SETUPS {
+    for setup in setups() {
         for stall_memory in [true, false] {
             let pool = pool(setup);
             let images = images();
@@ -164,7 +164,7 @@ fn cancelled_async_instantiation_leaks_nothing() {
 /// A grow abandoned while the limiter is deciding changes nothing.
 #[test]
 fn cancelled_async_grow_changes_nothing() {
-    let pool = pool(SETUPS[0]);
+    let pool = pool(setups()[0]);
     let images = images();
     let mut store = Store::new(
         &pool,

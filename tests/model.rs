@@ -16,8 +16,9 @@
 //! and the tests.
 
 mod common;
-use common::config::Resets;
+use common::config::{self, Resets};
 use common::model::{Knobs, LAYOUTS, Op, SLOT, run};
+use instance_pool::MemoryProtection;
 
 use proptest::prelude::*;
 
@@ -81,13 +82,22 @@ fn knobs() -> impl Strategy<Value = Knobs> {
         prop::sample::select(vec![1, 2, 5]),
         prop::sample::select(vec![0, 1, 100]),
         any::<bool>(),
+        prop::sample::select(config::PROTECTIONS.to_vec()),
     )
         .prop_map(
-            |(keep_resident, table_keep_resident, batch, max_unused_warm, guard_before)| Knobs {
+            |(
+                keep_resident,
+                table_keep_resident,
+                batch,
+                max_unused_warm,
+                guard_before,
+                protection,
+            )| Knobs {
                 resets: Resets {
                     keep_resident,
                     table_keep_resident,
                     batch,
+                    protection,
                 },
                 max_unused_warm,
                 guard_before,
@@ -125,11 +135,18 @@ proptest! {
 /// the slot, release and reuse.
 #[test]
 fn model_fixed_sequence() {
+    for protection in config::PROTECTIONS {
+        fixed_sequence(protection);
+    }
+}
+
+fn fixed_sequence(protection: MemoryProtection) {
     let knobs = Knobs {
         resets: Resets {
             keep_resident: 64 << 10,
             table_keep_resident: 4096,
             batch: 2,
+            protection,
         },
         max_unused_warm: 1,
         guard_before: true,

@@ -1,8 +1,10 @@
 //! What instantiating, releasing and resetting cost in syscalls, counted
 //! through the fault seam (`fault::counts`; counts are per thread): one
 //! `mmap` per image mapped, none for a warm slot with the same image, none
-//! at all within keep-resident, one `madvise` and one `mprotect` per reset
-//! batch of neighbouring slots.
+//! at all within keep-resident; with `mprotect`, one `madvise` and one
+//! `mprotect` per reset batch of neighbouring slots; with guard markers no
+//! `mprotect` below a slot's high water, and two `process_madvise` per
+//! batch of any slots.
 
 mod common;
 use common::config::{self, MIB};
@@ -82,9 +84,19 @@ fn tenant_within_keep_resident_is_recycled_without_madvise_or_mprotect() {
     }
 }
 
+/// A pool of one slot of 32 MiB with `keep` bytes kept resident, on
+/// `protection`.
+fn pool_of_one_on(keep: usize, protection: MemoryProtection) -> PoolingInstanceAllocator {
+    let mut c = config::small(1);
+    c.max_memory_size(32 << 20)
+        .memory_keep_resident(keep)
+        .memory_protection(protection);
+    config::pool(&c)
+}
+
 #[test]
-fn growth_past_keep_resident_is_reset_with_one_madvise_and_one_mprotect() {
-    let p = pool_of_one(PAGE);
+fn with_mprotect_growth_past_keep_resident_is_reset_with_one_madvise_and_one_mprotect() {
+    let p = pool_of_one_on(PAGE, MemoryProtection::Mprotect);
     let layout = InstanceLayout::new().memory(MemoryType::new(1, None));
     let mut s = Store::new(&p, ());
     let m = s.instantiate(&layout).unwrap().memory(&s, 0).unwrap();
@@ -102,27 +114,162 @@ fn growth_past_keep_resident_is_reset_with_one_madvise_and_one_mprotect() {
     assert!(m.data(&s).iter().all(|&b| b == 0));
 }
 
-// ---- batched resets ----
+#[test]
+fn with_guard_markers_a_grow_below_the_high_water_makes_no_mprotect() {
+    let p = pool_of_one_on(MIB, MemoryProtection::GuardMarkers);
+    assert_eq!(
+        p.metrics().memory_protection,
+        MemoryProtection::GuardMarkers
+    );
+    let layout = InstanceLayout::new().memory(MemoryType::new(1, None));
+    // The first tenant takes the slot to 4 pages: one mprotect, once.
+    let mut s = Store::new(&p, ());
+    let m = s.instantiate(&layout).unwrap().memory(&s, 0).unwrap();
+    m.grow(&mut s, 3).unwrap();
+    m.data_mut(&mut s).fill(3);
+    fault::reset();
+    drop(s);
+    // Release: one marker install over the 3 grown pages (it discards them
+    // as it marks), no mprotect, no madvise.
+    let c = fault::counts();
+    assert_eq!((c.guard, c.mprotect, c.madvise), (1, 0, 0), "{c:?}");
+    for round in 0..3 {
+        fault::reset();
+        let mut s = Store::new(&p, ());
+        let m = s.instantiate(&layout).unwrap().memory(&s, 0).unwrap();
+        assert_eq!(
+            fault::counts().fallible(),
+            0,
+            "round {round}: the minimum stayed open"
+        );
+        m.grow(&mut s, 3).unwrap();
+        let c = fault::counts();
+        assert_eq!((c.guard, c.mprotect), (1, 0), "round {round}: {c:?}");
+        assert!(m.data(&s).iter().all(|&b| b == 0), "round {round}");
+        m.data_mut(&mut s).fill(4);
+        // Past the high water: the read-write part widens, once.
+        fault::reset();
+        m.grow(&mut s, 1).unwrap();
+        assert_eq!(
+            fault::counts().mprotect,
+            u64::from(round == 0),
+            "round {round}"
+        );
+    }
+}
 
 #[test]
-fn a_batch_of_neighbouring_slots_is_reset_with_one_madvise_and_one_mprotect() {
+fn a_batch_of_neighbouring_slots_is_revoked_with_one_call_per_step() {
+    for protection in config::PROTECTIONS {
+        let mut c = config::small(4);
+        c.decommit_batch_size(4).memory_protection(protection);
+        let p = config::pool(&c);
+        let stores: Vec<_> = (0..4)
+            .map(|_| {
+                let mut s = Store::new(&p, ());
+                let l = one_memory(1, None).table(TableType::new(4, None));
+                let m = s.instantiate(&l).unwrap().memory(&s, 0).unwrap();
+                m.data_mut(&mut s).fill(1);
+                s
+            })
+            .collect();
+        fault::reset();
+        drop(stores);
+        let c = fault::counts();
+        let expected = match protection {
+            // One madvise and one mprotect over the merged range.
+            MemoryProtection::Mprotect => (1, 1, 0, 0),
+            // One process_madvise to discard, one to mark.
+            _ => (0, 0, 0, 2),
+        };
+        assert_eq!(
+            (c.madvise, c.mprotect, c.guard, c.process_madvise),
+            expected,
+            "{protection:?}: {c:?}"
+        );
+        assert_eq!(p.metrics().decommit_queue_len, 0);
+    }
+}
+
+#[test]
+fn with_guard_markers_slots_that_are_not_neighbours_share_a_batch() {
+    let mut c = config::small(8);
+    c.decommit_batch_size(4)
+        .memory_protection(MemoryProtection::GuardMarkers);
+    let p = config::pool(&c);
+    let mut stores: Vec<_> = (0..8)
+        .map(|_| {
+            let mut s = Store::new(&p, ());
+            let m = s
+                .instantiate(&one_memory(1, None))
+                .unwrap()
+                .memory(&s, 0)
+                .unwrap();
+            m.data_mut(&mut s).fill(1);
+            s
+        })
+        .collect();
+    // Every other slot: no two released neighbours.
+    let odd: Vec<_> = (0..4).map(|i| stores.remove(i)).collect();
+    fault::reset();
+    drop(odd);
+    let c = fault::counts();
+    assert_eq!((c.process_madvise, c.madvise, c.guard), (2, 0, 0), "{c:?}");
+    // Each comes back zeroed.
+    let again: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = Store::new(&p, ());
+            let m = s
+                .instantiate(&one_memory(1, None))
+                .unwrap()
+                .memory(&s, 0)
+                .unwrap();
+            assert!(m.data(&s).iter().all(|&b| b == 0));
+            s
+        })
+        .collect();
+    drop((again, stores));
+}
+
+#[test]
+fn a_refused_process_madvise_falls_back_to_madvise() {
     let mut c = config::small(4);
-    c.decommit_batch_size(4);
+    c.decommit_batch_size(4)
+        .memory_protection(MemoryProtection::GuardMarkers);
     let p = config::pool(&c);
     let stores: Vec<_> = (0..4)
         .map(|_| {
             let mut s = Store::new(&p, ());
-            let l = one_memory(1, None).table(TableType::new(4, None));
-            let m = s.instantiate(&l).unwrap().memory(&s, 0).unwrap();
+            let m = s
+                .instantiate(&one_memory(1, None))
+                .unwrap()
+                .memory(&s, 0)
+                .unwrap();
             m.data_mut(&mut s).fill(1);
             s
         })
         .collect();
     fault::reset();
+    // As a seccomp filter installed after the pool was made would.
+    fault::refuse(Syscall::ProcessMadvise);
     drop(stores);
     let c = fault::counts();
-    assert_eq!((c.madvise, c.mprotect), (1, 1), "{c:?}");
-    assert_eq!(p.metrics().decommit_queue_len, 0);
+    assert_eq!((c.process_madvise, c.madvise, c.guard), (2, 4, 4), "{c:?}");
+    fault::reset();
+    let stores: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = Store::new(&p, ());
+            let m = s
+                .instantiate(&one_memory(1, None))
+                .unwrap()
+                .memory(&s, 0)
+                .unwrap();
+            assert!(m.data(&s).iter().all(|&b| b == 0));
+            s
+        })
+        .collect();
+    assert_eq!(p.metrics().memories_in_use, 4);
+    drop(stores);
 }
 
 // ---- Store::reset ----

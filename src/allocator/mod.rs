@@ -120,7 +120,7 @@ impl Allocator {
     /// Gives a memory back: reset into the pool, or unmapped.
     pub(crate) fn release_memory(&self, entry: MemoryEntry) {
         match &self.0 {
-            Kind::Pool(p) => p.release_memory(entry.slot),
+            Kind::Pool(p) => p.release_memory(entry.slot, &entry.plan),
             Kind::OnDemand(_) => drop(entry),
         }
     }

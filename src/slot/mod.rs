@@ -48,5 +48,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use memory::{ImageWork, MemorySlot, Parked, Queued, Released, revoke};
+pub(crate) use memory::{
+    ImageWork, MemorySlot, Parked, Queued, Released, SlotMode, revoke, revoke_marked,
+};
 pub(crate) use table::TableSlot;

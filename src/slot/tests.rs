@@ -18,17 +18,21 @@ fn plan(min_pages: u64, image: Option<&Arc<MemoryImage>>) -> MemoryPlan {
 
 /// A slab of two slots of `CAP` bytes, no guards: the pool's arithmetic in
 /// miniature.
-struct Slab(Mmap);
+struct Slab(Mmap, SlotMode);
 
 impl Slab {
     fn new() -> Slab {
-        Slab(Mmap::reserve(2 * CAP).unwrap())
+        Slab::with(SlotMode::default())
+    }
+
+    fn with(mode: SlotMode) -> Slab {
+        Slab(Mmap::reserve(2 * CAP).unwrap(), mode)
     }
 
     fn slot(&self, index: u32, parked: Parked) -> MemorySlot {
         // SAFETY: index < 2: inside the reservation.
         let base = unsafe { self.0.ptr().add(index as usize * CAP) };
-        MemorySlot::in_slab(base, CAP, 0, index, parked)
+        MemorySlot::in_slab(base, CAP, 0, index, parked, self.1)
     }
 }
 
@@ -74,7 +78,7 @@ fn a_mapped_image_is_mapped_once_then_reused_by_the_warm_slot() {
     slot.bytes_mut()[..5].copy_from_slice(b"DIRTY");
     slot.bytes_mut()[100] = 1;
 
-    let (index, parked) = ready(slot.release(PAGE));
+    let (index, parked) = ready(slot.release(PAGE, &plan(1, None)));
     assert_eq!(parked.affinity(), image.id());
     assert_eq!(parked.resident, PAGE);
     let mut again = slab.slot(index, parked);
@@ -121,7 +125,7 @@ fn switching_images_leaves_nothing_of_the_old_one() {
     let slab = Slab::new();
     let mut slot = slab.slot(0, Parked::default());
     slot.prepare(&plan(1, Some(&a)), PAGE).unwrap();
-    let (index, parked) = ready(slot.release(PAGE));
+    let (index, parked) = ready(slot.release(PAGE, &plan(1, None)));
     let mut slot = slab.slot(index, parked);
     assert_eq!(
         slot.prepare(&plan(1, Some(&b)), PAGE).unwrap(),
@@ -138,7 +142,7 @@ fn release_past_keep_resident_queues_the_rest_for_revocation() {
     slot.prepare(&plan(1, None), PAGE).unwrap();
     slot.resize(3 * PAGE).unwrap();
     slot.bytes_mut().fill(9);
-    let q = queued(slot.release(PAGE));
+    let q = queued(slot.release(PAGE, &plan(1, None)));
     assert_eq!((q.index(), q.from(), q.to()), (0, PAGE, 3 * PAGE));
     // The kept part is restored before the slot is queued.
     // SAFETY: `[0, PAGE)` is still read-write and nobody else holds it.
@@ -164,7 +168,7 @@ fn a_failed_revocation_scrubs_the_slot() {
     let mut slot = slab.slot(0, Parked::default());
     slot.prepare(&plan(2, Some(&image)), 2 * PAGE).unwrap();
     slot.bytes_mut().fill(5);
-    let q = queued(slot.release(0));
+    let q = queued(slot.release(0, &plan(1, None)));
     // As if the batch's syscalls had failed: the slot is remapped fresh.
     let (index, parked) = q.finish(false);
     assert_eq!((parked.affinity(), parked.resident), (0, 0));
@@ -188,7 +192,7 @@ fn a_slot_needing_a_scrub_is_released_untouched_and_scrubbed_before_use() {
         ..Parked::default()
     };
     // A slot whose protections are unknown: release must not write to it.
-    let (index, parked) = ready(slab.slot(0, parked).release(CAP));
+    let (index, parked) = ready(slab.slot(0, parked).release(CAP, &plan(1, None)));
     assert_eq!(parked.resident, 0);
     let mut slot = slab.slot(index, parked);
     slot.prepare(&plan(1, None), PAGE).unwrap();

@@ -1,7 +1,12 @@
 //! The pool shapes the tests build, one constructor each; a test adds only
 //! the settings it is about.
 
-use instance_pool::{PoolingConfig, PoolingInstanceAllocator, WASM_PAGE_SIZE};
+use instance_pool::{MemoryProtection, PoolingConfig, PoolingInstanceAllocator, WASM_PAGE_SIZE};
+
+/// Both ways of making bytes past a memory's size fault: every walk and
+/// the model run on each (this machine's kernel has guard markers).
+pub const PROTECTIONS: [MemoryProtection; 2] =
+    [MemoryProtection::GuardMarkers, MemoryProtection::Mprotect];
 
 /// One mebibyte: a small pool's memory slot.
 pub const MIB: usize = 1 << 20;
@@ -44,6 +49,8 @@ pub struct Resets {
     pub table_keep_resident: usize,
     /// `decommit_batch_size`.
     pub batch: usize,
+    /// `memory_protection`.
+    pub protection: MemoryProtection,
 }
 
 impl Resets {
@@ -52,6 +59,7 @@ impl Resets {
         c.memory_keep_resident(self.keep_resident)
             .table_keep_resident(self.table_keep_resident)
             .decommit_batch_size(self.batch)
+            .memory_protection(self.protection)
     }
 }
 

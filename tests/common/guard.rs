@@ -10,6 +10,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
 const CASE_VAR: &str = "INSTANCE_POOL_GUARD_CASE";
+/// Which `MemoryProtection` the child's pools use (see [`config`]).
+const PROTECTION_VAR: &str = "INSTANCE_POOL_GUARD_PROTECTION";
 const SIGBUS: i32 = 7;
 const SIGSEGV: i32 = 11;
 
@@ -39,15 +41,23 @@ pub fn run(test: &str, expect: Expect, write: impl FnOnce() -> *mut u8) {
         std::io::stdout().flush().unwrap();
         return;
     }
+    // Every case on both protections.
+    for protection in config::PROTECTIONS {
+        check_child(test, expect, protection);
+    }
+}
+
+fn check_child(test: &str, expect: Expect, protection: MemoryProtection) {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CASE_VAR, test)
+        .env(PROTECTION_VAR, protection.name())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let report = format!(
-        "child {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        "{protection:?}: child {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
     // The child really ran this case up to the write (a mistyped name would
@@ -76,10 +86,14 @@ pub fn run(test: &str, expect: Expect, write: impl FnOnce() -> *mut u8) {
 }
 
 /// [`config::small`] with the guard before the first slot asked for
-/// explicitly.
+/// explicitly, on the protection the parent chose for this child.
 pub fn config(total_memories: u32) -> PoolingConfig {
     let mut c = config::small(total_memories);
     c.guard_before_memory(true);
+    let wanted = std::env::var(PROTECTION_VAR).unwrap_or_default();
+    if let Some(&p) = config::PROTECTIONS.iter().find(|p| p.name() == wanted) {
+        c.memory_protection(p);
+    }
     c
 }
 

@@ -6,6 +6,7 @@
 use super::config::{self, MIB, Resets};
 use super::limiter::{self, Recorder};
 use super::{assert_nothing_in_use, in_use, pattern};
+use instance_pool::MemoryProtection;
 use instance_pool::*;
 use std::sync::Arc;
 
@@ -16,26 +17,30 @@ pub const TABLE_ELEMENTS: u32 = 1024;
 pub const MIN_PAGES: u64 = 2;
 pub const MIN_ELEMENTS: u32 = 16;
 
-pub const SETUPS: [Resets; 6] = [
+const BASE_SETUPS: [Resets; 6] = [
     Resets {
         keep_resident: 0,
         table_keep_resident: 0,
         batch: 1,
+        protection: MemoryProtection::Auto,
     },
     Resets {
         keep_resident: 64 << 10,
         table_keep_resident: 4096,
         batch: 1,
+        protection: MemoryProtection::Auto,
     },
     Resets {
         keep_resident: MIB,
         table_keep_resident: 8192,
         batch: 1,
+        protection: MemoryProtection::Auto,
     },
     Resets {
         keep_resident: 0,
         table_keep_resident: 4096,
         batch: 3,
+        protection: MemoryProtection::Auto,
     },
     // Batches larger than the pool: every release is queued until an
     // acquisition finds the pool empty (or an explicit flush).
@@ -43,13 +48,23 @@ pub const SETUPS: [Resets; 6] = [
         keep_resident: 0,
         table_keep_resident: 0,
         batch: 8,
+        protection: MemoryProtection::Auto,
     },
     Resets {
         keep_resident: 64 << 10,
         table_keep_resident: 0,
         batch: 8,
+        protection: MemoryProtection::Auto,
     },
 ];
+
+/// The reset settings every failure walk covers, on each protection.
+pub fn setups() -> Vec<Resets> {
+    config::PROTECTIONS
+        .iter()
+        .flat_map(|&protection| BASE_SETUPS.map(|s| Resets { protection, ..s }))
+        .collect()
+}
 
 pub fn pool(setup: Resets) -> PoolingInstanceAllocator {
     let mut c = config::small(TOTAL);

@@ -31,10 +31,10 @@
 use super::decommit::{self, DecommitQueue};
 use super::index::{SlotIndex, Taken};
 use super::metrics::Counters;
-use crate::config::PoolingConfig;
+use crate::config::{MemoryProtection, PoolingConfig};
 use crate::layout::MemoryPlan;
-use crate::slot::{self, ImageWork, MemorySlot, Parked, Queued, Released};
-use crate::sys::{Mmap, SlotPtr};
+use crate::slot::{self, ImageWork, MemorySlot, Parked, Queued, Released, SlotMode};
+use crate::sys::{self, Mmap, SlotPtr};
 use crate::{Error, Resource, Result, WASM_PAGE_SIZE};
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -50,6 +50,10 @@ pub(crate) struct MemoryPool {
     index: SlotIndex<Parked>,
     decommit: DecommitQueue,
     in_use: AtomicU32,
+    /// How every slot is protected and reset.
+    mode: SlotMode,
+    /// Batches go through `process_madvise`.
+    batched: bool,
 }
 
 impl MemoryPool {
@@ -88,7 +92,35 @@ impl MemoryPool {
             index: SlotIndex::new(config.total_memories, shards, config.max_unused_warm_slots),
             decommit: DecommitQueue::new(config.decommit_batch_size),
             in_use: AtomicU32::new(0),
+            mode: SlotMode {
+                markers: match config.memory_protection {
+                    MemoryProtection::Auto => sys::features().guard_markers,
+                    MemoryProtection::GuardMarkers => true,
+                    MemoryProtection::Mprotect => false,
+                },
+                dirty_scan: config.dirty_page_scan && sys::features().pagemap_scan,
+            },
+            batched: sys::features().process_madvise,
         })
+    }
+
+    /// The protection in force (never `Auto`).
+    pub fn protection(&self) -> MemoryProtection {
+        if self.mode.markers {
+            MemoryProtection::GuardMarkers
+        } else {
+            MemoryProtection::Mprotect
+        }
+    }
+
+    /// Whether batches go through `process_madvise`.
+    pub fn batched(&self) -> bool {
+        self.batched
+    }
+
+    /// Whether resets write back only written pages.
+    pub fn dirty_scan(&self) -> bool {
+        self.mode.dirty_scan
     }
 
     /// Bytes a reset restores in place and keeps resident.
@@ -145,6 +177,7 @@ impl MemoryPool {
             self.guard_size,
             index,
             state,
+            self.mode,
         );
         Ok((slot, plan.ty.declared_max_bytes().min(page_cap)))
     }
@@ -168,8 +201,8 @@ impl MemoryPool {
 
     /// Resets a released slot and returns it to the free lists (now, or
     /// after its batch is revoked).
-    pub fn release(&self, slot: MemorySlot, counters: &Counters) {
-        let released = slot.release(self.keep_resident);
+    pub fn release(&self, slot: MemorySlot, plan: &MemoryPlan, counters: &Counters) {
+        let released = slot.release(self.keep_resident, plan);
         // Not in use before it is free: in_use never exceeds the total.
         self.in_use.fetch_sub(1, Ordering::Relaxed);
         match released {
@@ -188,6 +221,23 @@ impl MemoryPool {
     /// Revokes a batch (merged over neighbouring slots) and returns its
     /// slots; a failed run's slots are scrubbed.
     fn finish(&self, batch: Vec<Queued>, counters: &Counters) {
+        if self.mode.markers {
+            // Any slots, neighbours or not: one call per advice. Merging
+            // neighbours would mark their unreached parts too, at 8 bytes
+            // of page table per page.
+            let ranges: Vec<(SlotPtr, usize)> = batch
+                .iter()
+                // SAFETY: `from` lies inside the slot.
+                .map(|q| (unsafe { q.base().add(q.from()) }, q.to() - q.from()))
+                .collect();
+            // SAFETY: each range is a released slot's, unreferenced.
+            let ok = unsafe { slot::revoke_marked(&ranges, self.batched) }.is_ok();
+            for queued in batch {
+                let (index, parked) = queued.finish(ok);
+                self.return_slot(index, parked, counters);
+            }
+            return;
+        }
         for run in decommit::runs(batch, self.stride) {
             let ok = run.range().is_none_or(|(start, len)| {
                 // SAFETY: the run covers only released slots (and the guards

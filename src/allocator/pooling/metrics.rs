@@ -1,6 +1,6 @@
 //! [`PoolMetrics`]: what the pool is doing, for dashboards and tests.
 
-use crate::Resource;
+use crate::{MemoryProtection, Resource};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of a pool's state and counters
@@ -50,6 +50,15 @@ pub struct PoolMetrics {
     pub waiters: usize,
     /// Time spent waiting for slots, summed over every wait so far.
     pub wait_time: std::time::Duration,
+    /// How bytes past a memory's size fault in this pool: `GuardMarkers`
+    /// or `Mprotect` (never `Auto`: the choice made at creation).
+    pub memory_protection: MemoryProtection,
+    /// Whether a batch of revocations is one `process_madvise` per advice
+    /// (else one `madvise` per range).
+    pub batched_revocation: bool,
+    /// Whether resets write back only the pages tenants wrote
+    /// (`PAGEMAP_SCAN`).
+    pub dirty_page_scan: bool,
 }
 
 /// The pool's counters; cheap relaxed atomics.
@@ -225,6 +234,26 @@ impl std::fmt::Display for PoolMetrics {
         ] {
             writeln!(f, "instance_pool_images_total{{how=\"{how}\"}} {v}")?;
         }
+        writeln!(
+            f,
+            "# HELP instance_pool_info How the pool protects and revokes memory."
+        )?;
+        writeln!(f, "# TYPE instance_pool_info gauge")?;
+        writeln!(
+            f,
+            "instance_pool_info{{protection=\"{}\",revocation=\"{}\",reset=\"{}\"}} 1",
+            self.memory_protection.name(),
+            if self.batched_revocation {
+                "process_madvise"
+            } else {
+                "madvise"
+            },
+            if self.dirty_page_scan {
+                "dirty_pages"
+            } else {
+                "whole"
+            }
+        )?;
         single(
             f,
             "waiters",

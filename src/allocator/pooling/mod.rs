@@ -40,6 +40,9 @@ impl std::fmt::Debug for PoolingInstanceAllocator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolingInstanceAllocator")
             .field("config", &self.inner.config)
+            .field("memory_protection", &self.inner.memories.protection())
+            .field("batched_revocation", &self.inner.memories.batched())
+            .field("dirty_page_scan", &self.inner.memories.dirty_scan())
             .finish()
     }
 }
@@ -100,6 +103,9 @@ impl PoolingInstanceAllocator {
             decommit_queue_len: p.memories.queued(),
             waiters: p.admission.waiters(),
             wait_time: p.admission.wait_time(),
+            memory_protection: p.memories.protection(),
+            batched_revocation: p.memories.batched(),
+            dirty_page_scan: p.memories.dirty_scan(),
             ..PoolMetrics::default()
         };
         p.counters.fill(&mut m);
@@ -197,8 +203,8 @@ impl Pool {
         self.memories.prepare(slot, plan, size, &self.counters)
     }
 
-    pub(crate) fn release_memory(&self, slot: MemorySlot) {
-        self.memories.release(slot, &self.counters)
+    pub(crate) fn release_memory(&self, slot: MemorySlot, plan: &MemoryPlan) {
+        self.memories.release(slot, plan, &self.counters)
     }
 
     /// A table slot for `ty` and the maximum the limiter sees.

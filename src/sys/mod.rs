@@ -33,110 +33,23 @@ pub enum Syscall {
     Munmap,
     /// `memfd_create` and the sealing/sizing calls on the memfd.
     Memfd,
+    /// `madvise(MADV_GUARD_INSTALL)` or `madvise(MADV_GUARD_REMOVE)`.
+    Guard,
+    /// `process_madvise` on this process.
+    ProcessMadvise,
+    /// The `PAGEMAP_SCAN` ioctl on `/proc/self/pagemap`.
+    PagemapScan,
 }
 
 #[cfg(feature = "fault-injection")]
-pub mod fault {
-    //! Test-only seam (feature `fault-injection`): per-thread syscall counts
-    //! and failure injection. Counts and failures are per thread so tests
-    //! running side by side do not see each other.
+pub mod fault;
+mod kernel;
+#[cfg(test)]
+mod tests;
 
-    use super::Syscall;
-    use std::cell::Cell;
-    use std::io;
-
-    /// How many calls of each kind this thread has made since [`reset`].
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct SyscallCounts {
-        /// `mmap` calls.
-        pub mmap: u64,
-        /// `mprotect` calls.
-        pub mprotect: u64,
-        /// `madvise` calls.
-        pub madvise: u64,
-        /// `munmap` calls.
-        pub munmap: u64,
-        /// memfd calls.
-        pub memfd: u64,
-    }
-
-    impl SyscallCounts {
-        /// Calls that can fail (everything but `munmap`).
-        pub fn fallible(&self) -> u64 {
-            self.mmap + self.mprotect + self.madvise + self.memfd
-        }
-    }
-
-    thread_local! {
-        static COUNTS: Cell<SyscallCounts> = const { Cell::new(SyscallCounts {
-            mmap: 0, mprotect: 0, madvise: 0, munmap: 0, memfd: 0,
-        }) };
-        static FAIL_IN: Cell<u64> = const { Cell::new(0) };
-        static FAIL_MORE: Cell<u64> = const { Cell::new(0) };
-    }
-
-    /// This thread's counts.
-    pub fn counts() -> SyscallCounts {
-        COUNTS.with(|c| c.get())
-    }
-
-    /// Zero this thread's counts and cancel any pending failure.
-    pub fn reset() {
-        COUNTS.with(|c| c.set(SyscallCounts::default()));
-        FAIL_IN.with(|f| f.set(0));
-        FAIL_MORE.with(|f| f.set(0));
-    }
-
-    /// Make the `n`-th fallible call from now on (1-based) on this thread
-    /// fail with `ENOMEM`; `0` cancels.
-    pub fn fail_nth(n: u64) {
-        FAIL_IN.with(|f| f.set(n));
-        FAIL_MORE.with(|f| f.set(0));
-    }
-
-    /// Make `times` fallible calls in a row fail, starting with the `n`-th
-    /// from now on (1-based) on this thread.
-    pub fn fail_nth_times(n: u64, times: u64) {
-        FAIL_IN.with(|f| f.set(n));
-        FAIL_MORE.with(|f| f.set(times.saturating_sub(1)));
-    }
-
-    /// Whether the failure set by [`fail_nth`] has not happened yet.
-    pub fn pending() -> bool {
-        FAIL_IN.with(|f| f.get() != 0)
-    }
-
-    pub(super) fn check(op: Syscall) -> io::Result<()> {
-        COUNTS.with(|c| {
-            let mut v = c.get();
-            match op {
-                Syscall::Mmap => v.mmap += 1,
-                Syscall::Mprotect => v.mprotect += 1,
-                Syscall::Madvise => v.madvise += 1,
-                Syscall::Munmap => v.munmap += 1,
-                Syscall::Memfd => v.memfd += 1,
-            }
-            c.set(v);
-        });
-        if op == Syscall::Munmap {
-            return Ok(());
-        }
-        FAIL_IN.with(|f| match f.get() {
-            0 => Ok(()),
-            1 => {
-                let more = FAIL_MORE.with(|m| m.replace(m.get().saturating_sub(1)));
-                f.set(if more > 0 { 1 } else { 0 });
-                Err(io::Error::from_raw_os_error(
-                    rustix::io::Errno::NOMEM.raw_os_error(),
-                ))
-            }
-            n => {
-                f.set(n - 1);
-                Ok(())
-            }
-        })
-    }
-}
+pub use kernel::{
+    RangeAdvice, WrittenPages, features, guard_install, guard_remove, madvise_ranges, written_pages,
+};
 
 #[inline(always)]
 fn check(_op: Syscall) -> io::Result<()> {
@@ -419,19 +332,13 @@ pub unsafe fn map_anonymous_none_fixed(ptr: SlotPtr, len: usize) -> io::Result<(
 /// # References
 /// memfd_create(2), fcntl(2) `F_ADD_SEALS`
 pub fn sealed_memfd(bytes: &[u8], len: usize) -> io::Result<memfd::Memfd> {
-    use memfd::{FileSeal, MemfdOptions};
+    use memfd::FileSeal;
     use std::io::Write;
 
-    let to_io = |e: memfd::Error| match e {
-        memfd::Error::Create(e) | memfd::Error::AddSeals(e) | memfd::Error::GetSeals(e) => e,
-    };
+    let to_io = memfd_error;
     check(Syscall::Memfd)?;
-    let fd = MemfdOptions::new()
-        .allow_sealing(true)
-        .create("instance-pool-image")
-        .map_err(to_io)?;
+    let fd = memfd_unchecked(len)?;
     let mut file = fd.as_file();
-    file.set_len(len as u64)?;
     file.write_all(bytes)?;
     fd.add_seals(&[
         FileSeal::SealGrow,
@@ -441,6 +348,23 @@ pub fn sealed_memfd(bytes: &[u8], len: usize) -> io::Result<memfd::Memfd> {
     ])
     .map_err(to_io)?;
     Ok(fd)
+}
+
+/// A sealable memfd of `len` zero bytes, outside the fault seam (for the
+/// feature probes).
+fn memfd_unchecked(len: usize) -> io::Result<memfd::Memfd> {
+    let fd = memfd::MemfdOptions::new()
+        .allow_sealing(true)
+        .create("instance-pool-image")
+        .map_err(memfd_error)?;
+    fd.as_file().set_len(len as u64)?;
+    Ok(fd)
+}
+
+fn memfd_error(e: memfd::Error) -> io::Error {
+    match e {
+        memfd::Error::Create(e) | memfd::Error::AddSeals(e) | memfd::Error::GetSeals(e) => e,
+    }
 }
 
 /// The number of lines in `/proc/self/maps`: the kernel mappings (VMAs)
