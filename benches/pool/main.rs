@@ -11,8 +11,9 @@
 
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
 use instance_pool::{
-    InstanceAllocator, InstanceLayout, MemoryImage, MemoryType, OnDemandInstanceAllocator,
-    PoolingConfig, PoolingInstanceAllocator, Store, StoreLimits, TableType, WASM_PAGE_SIZE,
+    InstanceAllocator, InstanceLayout, MemoryImage, MemoryProtection, MemoryType,
+    OnDemandInstanceAllocator, PoolingConfig, PoolingInstanceAllocator, Store, StoreLimits,
+    TableType, WASM_PAGE_SIZE,
 };
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -45,11 +46,25 @@ fn pool(slots: u32, tune: impl FnOnce(&mut PoolingConfig)) -> PoolingInstanceAll
 /// request: no memory keep-resident, so a released slot's pages are
 /// discarded, batched 16 at a time (one `madvise` + one `mprotect` per run
 /// of neighbouring slots), and the table page kept resident.
-fn batched_pool() -> PoolingInstanceAllocator {
+fn batched_pool(protection: MemoryProtection) -> PoolingInstanceAllocator {
     pool(64, |c| {
-        c.table_keep_resident(4 * KIB).decommit_batch_size(16);
+        c.table_keep_resident(4 * KIB)
+            .decommit_batch_size(16)
+            .memory_protection(protection);
     })
 }
+
+/// A pool of 16 with 1 MiB kept resident, on `protection`.
+fn keep_pool(protection: MemoryProtection, batch: usize) -> PoolingInstanceAllocator {
+    pool(16, |c| {
+        c.memory_keep_resident(MIB)
+            .decommit_batch_size(batch)
+            .memory_protection(protection);
+    })
+}
+
+const MARKERS: MemoryProtection = MemoryProtection::GuardMarkers;
+const MPROTECT: MemoryProtection = MemoryProtection::Mprotect;
 
 /// One tenant request: new store (with a limiter, as a host would have),
 /// instantiate, grow by a page, write a byte in the new page, set a table
@@ -100,10 +115,25 @@ fn cycle(c: &mut Criterion) {
         b.iter(|| tenant_cycle(&default, &layout))
     });
     drop(default);
-
-    let keep = pool(16, |c| {
-        c.memory_keep_resident(MIB);
+    let default = pool(16, |c| {
+        c.memory_protection(MPROTECT);
     });
+    g.bench_function("pool_default_mprotect", |b| {
+        b.iter(|| tenant_cycle(&default, &layout))
+    });
+    drop(default);
+
+    let keep_mprotect = keep_pool(MPROTECT, 1);
+    g.bench_function("pool_keep_resident_mprotect", |b| {
+        b.iter(|| tenant_cycle(&keep_mprotect, &layout))
+    });
+    drop(keep_mprotect);
+    let keep_batched = keep_pool(MARKERS, 16);
+    g.bench_function("pool_keep_resident_batched", |b| {
+        b.iter(|| tenant_cycle(&keep_batched, &layout))
+    });
+    drop(keep_batched);
+    let keep = keep_pool(MARKERS, 1);
     g.bench_function("pool_keep_resident", |b| {
         b.iter(|| tenant_cycle(&keep, &layout))
     });
@@ -128,8 +158,13 @@ fn cycle(c: &mut Criterion) {
     }
     drop(default_reset);
 
-    let batched = batched_pool();
+    let batched = batched_pool(MARKERS);
     g.bench_function("pool_batched", |b| {
+        b.iter(|| tenant_cycle(&batched, &layout))
+    });
+    drop(batched);
+    let batched = batched_pool(MPROTECT);
+    g.bench_function("pool_batched_mprotect", |b| {
         b.iter(|| tenant_cycle(&batched, &layout))
     });
     drop(batched);
@@ -143,6 +178,10 @@ fn cycle(c: &mut Criterion) {
     g.bench_function("raw_mmap_munmap", |b| b.iter(|| raw::cycle_mmap(&bytes)));
     let mut slot = raw::Slot::new(&bytes);
     g.bench_function("raw_memset_madvise", |b| b.iter(|| slot.cycle()));
+    let mut marked = raw::MarkedSlots::new(1);
+    g.bench_function("raw_guard_markers", |b| b.iter(|| marked.cycle()));
+    let mut marked = raw::MarkedSlots::new(16);
+    g.bench_function("raw_guard_markers_batched", |b| b.iter(|| marked.cycle()));
     g.finish();
 }
 
@@ -175,25 +214,47 @@ fn cycle_threads(c: &mut Criterion) {
     let layout = tenant_layout(&image);
     let mut g = c.benchmark_group("cycle_threads");
     short(&mut g, 3, 20);
-    let keep = pool(16, |c| {
-        c.memory_keep_resident(MIB);
-    });
+    let keep = keep_pool(MARKERS, 1);
+    let keep_batched = keep_pool(MARKERS, 16);
+    let keep_mprotect = keep_pool(MPROTECT, 1);
     let default = pool(16, |_| {});
-    let batched = batched_pool();
+    let default_mprotect = pool(16, |c| {
+        c.memory_protection(MPROTECT);
+    });
+    let batched = batched_pool(MARKERS);
     let on_demand = OnDemandInstanceAllocator::default();
     thread_local! {
         static RAW: std::cell::RefCell<Option<raw::Slot>> = const { std::cell::RefCell::new(None) };
+        static MARKED: std::cell::RefCell<Option<raw::MarkedSlots>> = const { std::cell::RefCell::new(None) };
     }
     let bytes = [7u8; 4 * KIB];
     let raw_cycle =
         || RAW.with_borrow_mut(|slot| slot.get_or_insert_with(|| raw::Slot::new(&bytes)).cycle());
-    let rows: [(&str, &(dyn Fn() + Sync)); 5] = [
+    let marked_cycle =
+        || MARKED.with_borrow_mut(|s| s.get_or_insert_with(|| raw::MarkedSlots::new(16)).cycle());
+    let rows: [(&str, &(dyn Fn() + Sync)); 10] = [
         ("pool_keep_resident", &|| tenant_cycle(&keep, &layout)),
+        ("pool_keep_resident_batched", &|| {
+            tenant_cycle(&keep_batched, &layout)
+        }),
+        ("pool_keep_resident_mprotect", &|| {
+            tenant_cycle(&keep_mprotect, &layout)
+        }),
         ("pool_default", &|| tenant_cycle(&default, &layout)),
+        ("pool_default_mprotect", &|| {
+            tenant_cycle(&default_mprotect, &layout)
+        }),
         ("pool_batched", &|| tenant_cycle(&batched, &layout)),
         ("on_demand", &|| tenant_cycle(&on_demand, &layout)),
-        // Each thread its own hand-written slot (made on first use).
+        // Each thread its own hand-written slots (made on first use).
         ("raw_memset_madvise", &raw_cycle),
+        ("raw_guard_markers_batched", &marked_cycle),
+        ("raw_guard_markers", &|| {
+            thread_local! {
+                static ONE: std::cell::RefCell<Option<raw::MarkedSlots>> = const { std::cell::RefCell::new(None) };
+            }
+            ONE.with_borrow_mut(|s| s.get_or_insert_with(|| raw::MarkedSlots::new(1)).cycle())
+        }),
     ];
     for threads in [1usize, 2] {
         // One iteration = one tenant cycle on every thread.
@@ -222,6 +283,12 @@ fn cold_start(c: &mut Criterion) {
     // One slot and two images alternated: every instantiation finds the
     // other image in the slot and must map its own (no affinity hit).
     let switching = self::pool(1, |_| {});
+    let keep = self::pool(4, |c| {
+        c.memory_keep_resident(MIB);
+    });
+    let keep_mprotect = self::pool(4, |c| {
+        c.memory_keep_resident(MIB).memory_protection(MPROTECT);
+    });
     let on_demand = OnDemandInstanceAllocator::default();
     let start = |allocator: &dyn Fn() -> Store<StoreLimits>, layout: &InstanceLayout| {
         let mut store = allocator();
@@ -250,6 +317,17 @@ fn cold_start(c: &mut Criterion) {
                 start(&|| Store::new(&switching, StoreLimits::default()), layout)
             })
         });
+        g.bench_function(BenchmarkId::new("pool_keep_resident", name), |b| {
+            b.iter(|| start(&|| Store::new(&keep, StoreLimits::default()), &first))
+        });
+        g.bench_function(BenchmarkId::new("pool_keep_resident_mprotect", name), |b| {
+            b.iter(|| {
+                start(
+                    &|| Store::new(&keep_mprotect, StoreLimits::default()),
+                    &first,
+                )
+            })
+        });
         g.bench_function(BenchmarkId::new("on_demand", name), |b| {
             b.iter(|| start(&|| Store::new(&on_demand, StoreLimits::default()), &first))
         });
@@ -276,6 +354,12 @@ fn grow(c: &mut Criterion) {
     }
     let default = pool(4, |_| {});
     g.bench_function("pool_default", |b| {
+        b.iter(|| grow_to_160(&default, &layout))
+    });
+    let default = pool(4, |c| {
+        c.memory_protection(MPROTECT);
+    });
+    g.bench_function("pool_default_mprotect", |b| {
         b.iter(|| grow_to_160(&default, &layout))
     });
     let keep = pool(4, |c| {

@@ -94,3 +94,105 @@ impl Drop for Slot {
         unsafe { mm::munmap(self.base.cast(), RESERVATION).expect("munmap") };
     }
 }
+
+/// `MADV_GUARD_INSTALL` / `MADV_GUARD_REMOVE` (Linux 6.13+).
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+const MADV_GUARD_REMOVE: libc::c_int = 103;
+/// `process_madvise` on this process.
+const SYS_PROCESS_MADVISE: libc::c_long = 440;
+const PIDFD_SELF: libc::c_int = -10001;
+
+/// The guard-marker design written by hand: `slots` reused slots whose
+/// first two pages are read-write; the grown page carries a marker
+/// between requests. A request removes the marker, writes, restores the
+/// first page's written bytes (the image byte range is untouched, as a
+/// dirty-page reset would find), and the grown page is revoked: with one
+/// `MADV_GUARD_INSTALL` per request when `slots` is 1, else every `slots`
+/// requests with one `process_madvise(DONTNEED)` and one
+/// `process_madvise(GUARD_INSTALL)` over all of them.
+pub struct MarkedSlots {
+    bases: Vec<*mut u8>,
+    next: usize,
+    table: [usize; 100],
+}
+
+impl MarkedSlots {
+    pub fn new(slots: usize) -> MarkedSlots {
+        let bases = (0..slots)
+            .map(|_| {
+                let base = reserve();
+                // SAFETY: our own reservation; the first two pages are made
+                // read-write, the second then marked.
+                unsafe {
+                    mm::mprotect(base.cast(), 2 * PAGE, RW).expect("mprotect");
+                    assert_eq!(
+                        libc::madvise(base.add(PAGE).cast(), PAGE, MADV_GUARD_INSTALL),
+                        0
+                    );
+                }
+                base
+            })
+            .collect();
+        MarkedSlots {
+            bases,
+            next: 0,
+            table: [0; 100],
+        }
+    }
+
+    pub fn cycle(&mut self) {
+        let base = self.bases[self.next];
+        // SAFETY: pages of our own reservations; the grown page's marker is
+        // removed before it is written and installed after.
+        unsafe {
+            assert_eq!(
+                libc::madvise(base.add(PAGE).cast(), PAGE, MADV_GUARD_REMOVE),
+                0
+            );
+            base.add(70_000).write_volatile(1);
+            self.table[3] = 42;
+            std::hint::black_box(&self.table);
+            self.table[..10].fill(0);
+        }
+        self.next += 1;
+        if self.next < self.bases.len() {
+            return;
+        }
+        self.next = 0;
+        let iov: Vec<libc::iovec> = self
+            .bases
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.wrapping_add(PAGE).cast(),
+                iov_len: PAGE,
+            })
+            .collect();
+        // SAFETY: the iovecs name the grown pages of our own slots.
+        unsafe {
+            if iov.len() == 1 {
+                assert_eq!(libc::madvise(iov[0].iov_base, PAGE, MADV_GUARD_INSTALL), 0);
+                return;
+            }
+            for advice in [libc::MADV_DONTNEED, MADV_GUARD_INSTALL] {
+                let n = libc::syscall(
+                    SYS_PROCESS_MADVISE,
+                    PIDFD_SELF,
+                    iov.as_ptr(),
+                    iov.len(),
+                    advice,
+                    0,
+                );
+                assert_eq!(n as usize, iov.len() * PAGE);
+            }
+        }
+    }
+}
+
+impl Drop for MarkedSlots {
+    fn drop(&mut self) {
+        for &base in &self.bases {
+            // SAFETY: our own reservation; nothing references it any more.
+            unsafe { mm::munmap(base.cast(), RESERVATION).expect("munmap") };
+        }
+    }
+}
