@@ -380,3 +380,39 @@ fn tables_in_use_never_exceeds_the_total() {
     let highest = highest_in_use(layout, 10_000_000, |m| m.tables_in_use);
     assert!(highest <= 1, "tables_in_use read {highest} with 1 slot");
 }
+
+/// Two threads, each holding one store at a time, on a pool with exactly
+/// as many slots as a batch of resets: a thread that finds every slot
+/// queued flushes the batch, and must get a slot even if the other thread
+/// took everything the flush freed (and queued it again) meanwhile. Before
+/// the flush and its retry were one step under the queue's lock, this
+/// reported `PoolExhausted` within a few tens of thousands of cycles.
+#[test]
+fn queued_resets_never_make_an_acquisition_report_exhaustion() {
+    for protection in [MemoryProtection::GuardMarkers, MemoryProtection::Mprotect] {
+        let mut c = PoolingConfig::default();
+        c.total_instances(16)
+            .total_memories(16)
+            .total_tables(16)
+            .max_memory_size(1 << 20)
+            .memory_guard_size(64 << 10)
+            .decommit_batch_size(16)
+            .memory_protection(protection);
+        let pool = PoolingInstanceAllocator::new(&c).unwrap();
+        let layout = InstanceLayout::new().memory(MemoryType::new(1, None));
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for cycle in 0..60_000 {
+                        let mut store = Store::new(&pool, ());
+                        let i = store
+                            .instantiate(&layout)
+                            .unwrap_or_else(|e| panic!("{protection:?}, cycle {cycle}: {e:?}"));
+                        i.memory(&store, 0).unwrap().data_mut(&mut store)[0] = 1;
+                    }
+                });
+            }
+        });
+        assert_eq!(pool.metrics().memories_exhausted, 0, "{protection:?}");
+    }
+}

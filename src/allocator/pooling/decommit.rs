@@ -59,10 +59,17 @@ impl DecommitQueue {
 
     /// Runs `finish` on whatever is queued (under the lock, see `push`).
     pub fn flush(&self, finish: impl FnOnce(Vec<Queued>)) {
+        self.flush_then(finish, || ())
+    }
+
+    /// [`flush`](Self::flush), then `then`, both under the lock: no release
+    /// can be queued in between.
+    pub fn flush_then<R>(&self, finish: impl FnOnce(Vec<Queued>), then: impl FnOnce() -> R) -> R {
         let mut pending = self.pending.lock();
         let batch = std::mem::take(&mut *pending);
         finish(batch);
         self.len.store(0, Ordering::Relaxed);
+        then()
     }
 
     pub fn len(&self) -> usize {

@@ -155,16 +155,22 @@ impl MemoryPool {
             .map_or(0, |i| i.id());
         let taken = match self.index.acquire(affinity) {
             Some(t) => t,
-            None => {
-                self.flush(counters);
-                self.index.acquire(affinity).ok_or_else(|| {
+            // Flush and retry under the queue's lock: otherwise other threads
+            // could take every slot the flush freed, and queue them again,
+            // before this one retries.
+            None => self
+                .decommit
+                .flush_then(
+                    |batch| self.finish(batch, counters),
+                    || self.index.acquire(affinity),
+                )
+                .ok_or_else(|| {
                     counters.exhausted(Resource::Memory);
                     Error::PoolExhausted {
                         resource: Resource::Memory,
                         limit: self.total,
                     }
-                })?
-            }
+                })?,
         };
         self.in_use.fetch_add(1, Ordering::Relaxed);
         counters.acquired(Resource::Memory);
