@@ -155,7 +155,12 @@ fn failed_flush_during_acquisition_still_serves_a_clean_slot() {
 
 #[test]
 fn failed_instantiations_never_leak_and_the_full_pool_stays_usable() {
-    let p = config::pool(&config::small_two_per_instance(100));
+    // On the mprotect path, where every instantiation here makes a syscall
+    // (with guard markers a slot stays open to the layout's minimum, so
+    // the same layout again may need none; the walks cover that path).
+    let mut c = config::small_two_per_instance(100);
+    c.memory_protection(MemoryProtection::Mprotect);
+    let p = config::pool(&c);
     let image = MemoryImage::new(b"image").unwrap();
     let layout = InstanceLayout::new()
         .memory_with_image(MemoryType::new(1, None), image.clone())

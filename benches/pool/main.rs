@@ -54,9 +54,10 @@ fn batched_pool(protection: MemoryProtection) -> PoolingInstanceAllocator {
     })
 }
 
-/// A pool of 16 with 1 MiB kept resident, on `protection`.
+/// A pool of 64 with 1 MiB kept resident, on `protection` (64 slots, so
+/// that a batch of 16 never holds every slot of two threads).
 fn keep_pool(protection: MemoryProtection, batch: usize) -> PoolingInstanceAllocator {
-    pool(16, |c| {
+    pool(64, |c| {
         c.memory_keep_resident(MIB)
             .decommit_batch_size(batch)
             .memory_protection(protection);

@@ -31,8 +31,8 @@ mod worker;
 use clap::{CommandFactory, Parser, error::ErrorKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use instance_pool::{
-    InstanceLayout, MemoryImage, MemoryType, OnDemandInstanceAllocator, PoolingConfig,
-    PoolingInstanceAllocator, StoreLimitsBuilder, TableType, WASM_PAGE_SIZE,
+    InstanceLayout, MemoryImage, MemoryProtection, MemoryType, OnDemandInstanceAllocator,
+    PoolingConfig, PoolingInstanceAllocator, StoreLimitsBuilder, TableType, WASM_PAGE_SIZE,
 };
 use report::{Measured, Probe};
 use std::path::PathBuf;
@@ -69,6 +69,15 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value = "0",
           value_parser = common::parse_page_multiple)]
     keep_resident: usize,
+    /// How the pool makes bytes past a memory's size fault: auto (guard
+    /// markers where the kernel has them), guard-markers or mprotect
+    #[arg(long, value_name = "HOW", default_value = "auto", value_parser = parse_protection)]
+    protection: MemoryProtection,
+    /// decommit_batch_size of the pool: released memories revoked together
+    /// (the pool's default)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
     /// Use OnDemandInstanceAllocator instead of the pool (the baseline: an
     /// mmap per memory)
     #[arg(long)]
@@ -76,6 +85,20 @@ struct Args {
     /// Also write a chart of latency percentiles against live tenants
     #[arg(long, value_name = "FILE.svg")]
     out: Option<PathBuf>,
+}
+
+/// `PoolingConfig::decommit_batch_size`'s default.
+const DEFAULT_BATCH: u32 = 1;
+
+fn parse_protection(s: &str) -> Result<MemoryProtection, String> {
+    match s {
+        "auto" => Ok(MemoryProtection::Auto),
+        "guard-markers" => Ok(MemoryProtection::GuardMarkers),
+        "mprotect" => Ok(MemoryProtection::Mprotect),
+        _ => Err(format!(
+            "expected auto, guard-markers or mprotect, got {s:?}"
+        )),
+    }
 }
 
 fn cores() -> usize {
@@ -133,19 +156,25 @@ fn run(args: &Args) -> Result<(), String> {
             .total_memories(args.tenants)
             .total_tables(args.tenants)
             .memory_keep_resident(args.keep_resident)
-            .table_keep_resident(args.keep_resident);
+            .table_keep_resident(args.keep_resident)
+            .memory_protection(args.protection)
+            .decommit_batch_size(args.batch as usize);
         Some(PoolingInstanceAllocator::new(&config).map_err(|e| format!("pool: {e}"))?)
     };
     let on_demand = OnDemandInstanceAllocator::default();
     let idle = Probe::now();
 
-    let allocator_name = if args.on_demand {
-        "on-demand (mmap per memory)".to_string()
-    } else {
-        format!(
-            "pool: {tenants} slots of 4 GiB + 32 MiB guard, keep-resident {}",
-            common::fmt_bytes(args.keep_resident as f64)
-        )
+    let allocator_name = match &pool {
+        None => "on-demand (mmap per memory)".to_string(),
+        Some(pool) => {
+            let m = pool.metrics();
+            format!(
+                "pool: {tenants} slots of 4 GiB + 32 MiB guard, keep-resident {}, {}, batches of {}",
+                common::fmt_bytes(args.keep_resident as f64),
+                m.memory_protection.name(),
+                args.batch
+            )
+        }
     };
     println!(
         "density: {tenants} tenants on {} thread(s) for {} s; image {}, {allocator_name}; {} cores",

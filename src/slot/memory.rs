@@ -107,6 +107,10 @@ pub(crate) enum Released {
 pub(crate) struct Queued {
     slot: MemorySlot,
     keep: usize,
+    /// With guard markers: `[keep, open)` is only discarded (the next
+    /// instance of the same layout reaches it anyway), `[open, to)` also
+    /// marked. Without: `keep`.
+    open: usize,
 }
 
 impl Queued {
@@ -130,13 +134,18 @@ impl Queued {
         self.slot.accessible
     }
 
+    /// Offset where guard markers start (with guard markers only).
+    pub fn mark_from(&self) -> usize {
+        self.open
+    }
+
     /// The batch holding this slot was revoked (`ok`), or failed: then the
     /// slot is scrubbed. Either way it can be handed out again.
     pub fn finish(mut self, ok: bool) -> (u32, Parked) {
         if ok {
-            self.slot.accessible = self.keep;
+            self.slot.accessible = self.open;
             if !self.slot.mode.markers {
-                self.slot.rw = self.keep;
+                self.slot.rw = self.open;
             }
         } else {
             self.slot.scrub();
@@ -163,21 +172,27 @@ pub(crate) unsafe fn revoke(start: SlotPtr, len: usize) -> io::Result<()> {
     unsafe { sys::decommit(start, len).and_then(|()| sys::protect_none(start, len)) }
 }
 
-/// Revokes the ranges of slots that use guard markers: discards their pages
-/// (one `process_madvise`, one TLB flush, where the kernel has it), then
-/// marks the now-empty pages, which needs no flush. A single range is one
-/// `MADV_GUARD_INSTALL`, which discards as it marks.
+/// Revokes released slots that use guard markers: discards the pages of
+/// every `discard` range (one `process_madvise`, one TLB flush, where the
+/// kernel has it), then marks every `mark` range, now empty, which needs no
+/// flush. A lone range that is marked whole is one `MADV_GUARD_INSTALL`,
+/// which discards as it marks.
 ///
 /// # Safety
 /// Each range lies inside a released slot of the caller's, unreferenced.
-pub(crate) unsafe fn revoke_marked(ranges: &[(SlotPtr, usize)], batched: bool) -> io::Result<()> {
+pub(crate) unsafe fn revoke_marked(
+    discard: &[(SlotPtr, usize)],
+    mark: &[(SlotPtr, usize)],
+    batched: bool,
+) -> io::Result<()> {
     use sys::RangeAdvice::*;
+    let marks_all = discard.len() == 1 && mark.len() == 1 && discard[0] == mark[0];
     // SAFETY: the caller's promise.
     unsafe {
-        if ranges.len() > 1 {
-            sys::madvise_ranges(ranges, DontNeed, batched)?;
+        if !marks_all {
+            sys::madvise_ranges(discard, DontNeed, batched)?;
         }
-        sys::madvise_ranges(ranges, GuardInstall, batched)
+        sys::madvise_ranges(mark, GuardInstall, batched)
     }
 }
 
@@ -442,7 +457,20 @@ impl MemorySlot {
         let keep = self.kept(keep_resident, plan);
         self.restore(0, keep);
         if self.accessible > keep {
-            Released::Revoke(Queued { slot: self, keep })
+            // With markers, what the next instance of this layout reaches
+            // anyway is only discarded, not marked: marking costs a
+            // page-table entry per page, and an image's whole minimum would
+            // be marked and unmarked again on every cycle.
+            let open = if self.mode.markers {
+                plan.ty.min_bytes().min(self.accessible).max(keep)
+            } else {
+                keep
+            };
+            Released::Revoke(Queued {
+                slot: self,
+                keep,
+                open,
+            })
         } else {
             Released::Ready(self.index, self.park(keep))
         }

@@ -231,13 +231,19 @@ impl MemoryPool {
             // Any slots, neighbours or not: one call per advice. Merging
             // neighbours would mark their unreached parts too, at 8 bytes
             // of page table per page.
-            let ranges: Vec<(SlotPtr, usize)> = batch
+            let range = |q: &Queued, from: usize| {
+                // SAFETY: `from` (a queued slot's `from` or `mark_from`)
+                // lies inside the slot.
+                (unsafe { q.base().add(from) }, q.to() - from)
+            };
+            let discard: Vec<_> = batch.iter().map(|q| range(q, q.from())).collect();
+            let mark: Vec<_> = batch
                 .iter()
-                // SAFETY: `from` lies inside the slot.
-                .map(|q| (unsafe { q.base().add(q.from()) }, q.to() - q.from()))
+                .filter(|q| q.mark_from() < q.to())
+                .map(|q| range(q, q.mark_from()))
                 .collect();
             // SAFETY: each range is a released slot's, unreferenced.
-            let ok = unsafe { slot::revoke_marked(&ranges, self.batched) }.is_ok();
+            let ok = unsafe { slot::revoke_marked(&discard, &mark, self.batched) }.is_ok();
             for queued in batch {
                 let (index, parked) = queued.finish(ok);
                 self.return_slot(index, parked, counters);
