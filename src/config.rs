@@ -41,6 +41,43 @@ impl MemoryProtection {
     }
 }
 
+/// Where a pool's memory slots live.
+///
+/// | | `Guarded` | `Dense` |
+/// |---|---|---|
+/// | slab | `PROT_NONE`, made read-write as tenants grow | read-write, every unreachable byte guard-marked |
+/// | kernel mappings | up to 3 per live memory (image, read-write, `PROT_NONE`): `vm.max_map_count` (65,530) caps a process near 21,000 live tenants | 2 for the whole pool, whatever the tenants |
+/// | images | mapped copy-on-write (no copy, any size) | copied in (cost grows with the image) |
+/// | slot + guard | up to 4 GiB + any guard | at most 64 MiB: marking costs 8 bytes of page table per 4 KiB page (a used slot of 1 MiB + 64 KiB guard: about 2 KiB) |
+/// | kernel | any | guard markers (Linux 6.13+) |
+///
+/// The guarantee is the same: an access past a memory's size, up to the
+/// end of its guard (and into its leading guard), faults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MemoryLayout {
+    /// One `PROT_NONE` reservation, `guard | slot | guard | ...`.
+    #[default]
+    Guarded,
+    /// One read-write reservation with the same arithmetic, protected
+    /// only by guard markers, for density past the kernel's mapping limit.
+    Dense,
+}
+
+impl MemoryLayout {
+    /// The name used in metrics: `guarded` or `dense`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryLayout::Guarded => "guarded",
+            MemoryLayout::Dense => "dense",
+        }
+    }
+}
+
+/// The largest slot plus guard the dense layout takes: a used slot's
+/// markers cost up to 1/512 of it in page tables (128 KiB here).
+pub const DENSE_MAX_STRIDE: usize = 64 << 20;
+
 /// Four GiB: the most a 32-bit linear memory can address.
 pub(crate) const FOUR_GIB: usize = 1 << 32;
 
@@ -64,6 +101,7 @@ pub(crate) const FOUR_GIB: usize = 1 << 32;
 /// | `decommit_batch_size` | 1 | released memories reset together in one batch |
 /// | `admission_timeout` | 0 | how long `instantiate_async` waits for a slot |
 /// | `memory_protection` | `Auto` | guard markers where the kernel has them, else `mprotect` |
+/// | `memory_layout` | `Guarded` | `Dense`: one read-write slab protected by guard markers, a constant number of kernel mappings |
 /// | `dirty_page_scan` | true | resets write back only the pages a tenant wrote, where the kernel can tell (`PAGEMAP_SCAN`) |
 ///
 /// Byte sizes (`max_memory_size`, `memory_guard_size`, both keep-resident
@@ -87,6 +125,7 @@ pub struct PoolingConfig {
     pub(crate) admission_timeout: std::time::Duration,
     pub(crate) memory_protection: MemoryProtection,
     pub(crate) dirty_page_scan: bool,
+    pub(crate) memory_layout: MemoryLayout,
 }
 
 impl Default for PoolingConfig {
@@ -108,6 +147,7 @@ impl Default for PoolingConfig {
             admission_timeout: std::time::Duration::ZERO,
             memory_protection: MemoryProtection::Auto,
             dirty_page_scan: true,
+            memory_layout: MemoryLayout::Guarded,
         }
     }
 }
@@ -182,6 +222,13 @@ impl PoolingConfig {
         /// Ranges of 64 KiB or less without an image are always zeroed
         /// whole: cheaper than asking.
         dirty_page_scan: bool;
+        /// Where memory slots live: [`MemoryLayout::Guarded`] (the default)
+        /// or [`MemoryLayout::Dense`], whose kernel mappings do not grow
+        /// with the number of slots or tenants (see the table there for the
+        /// trade-off). Dense needs guard markers, a `memory_guard_size` of
+        /// at least one host page, and slot + guard of at most
+        /// [`DENSE_MAX_STRIDE`]; it copies images in.
+        memory_layout: MemoryLayout;
     }
 
     /// Checks everything that does not need the OS: the message names the
@@ -229,6 +276,31 @@ impl PoolingConfig {
                 "memory_protection is GuardMarkers, but this kernel has no guard markers on private mappings (MADV_GUARD_INSTALL, Linux 6.15+)"
                     .into(),
             );
+        }
+        if self.memory_layout == MemoryLayout::Dense {
+            if !sys::features().guard_markers {
+                return invalid(
+                    "memory_layout is Dense, but this kernel has no guard markers (MADV_GUARD_INSTALL, Linux 6.13+)"
+                        .into(),
+                );
+            }
+            if self.memory_protection == MemoryProtection::Mprotect {
+                return invalid(
+                    "memory_layout Dense is protected by guard markers; memory_protection Mprotect cannot apply"
+                        .into(),
+                );
+            }
+            if self.memory_guard_size == 0 {
+                return invalid(format!(
+                    "memory_guard_size must be at least one host page ({page}) in the dense layout, got 0"
+                ));
+            }
+            let stride = self.max_memory_size.saturating_add(self.memory_guard_size);
+            if stride > DENSE_MAX_STRIDE {
+                return invalid(format!(
+                    "max_memory_size + memory_guard_size must be at most {DENSE_MAX_STRIDE} in the dense layout, got {stride}"
+                ));
+            }
         }
         if self.decommit_batch_size == 0 {
             return invalid("decommit_batch_size must be at least 1, got 0".into());

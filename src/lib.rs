@@ -16,7 +16,7 @@ mod table;
 pub use allocator::{
     InstanceAllocator, OnDemandInstanceAllocator, PoolMetrics, PoolingInstanceAllocator,
 };
-pub use config::{MemoryProtection, PoolingConfig};
+pub use config::{DENSE_MAX_STRIDE, MemoryLayout, MemoryProtection, PoolingConfig};
 pub use error::{Error, Resource};
 pub use image::MemoryImage;
 pub use layout::{InstanceLayout, MemoryType, TableType};

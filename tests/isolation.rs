@@ -1,10 +1,10 @@
 //! A tenant never reads a byte another wrote, on every reset path: both
-//! protections, with and without the dirty-page scan, keep-resident
+//! layouts and protections, with and without the dirty-page scan, keep-resident
 //! smaller and larger than the image, images of odd sizes, pages the next
 //! tenant never touched and pages only the previous one reached.
 
 mod common;
-use common::config::{self, MIB, PROTECTIONS};
+use common::config::{self, MIB, SHAPES, Shape};
 use instance_pool::*;
 
 const PAGE: usize = WASM_PAGE_SIZE;
@@ -22,25 +22,24 @@ fn image_bytes(len: usize) -> Vec<u8> {
 
 #[test]
 fn every_reset_path_hands_the_next_tenant_a_fresh_memory() {
-    for protection in PROTECTIONS {
+    for shape in SHAPES {
         for dirty_page_scan in [true, false] {
             for image_len in [1, 4097, 70_000] {
                 for keep in [0, 4096, 64 << 10, 256 << 10, MIB] {
                     let what = format!(
-                        "{protection:?}, scan {dirty_page_scan}, image {image_len}, keep {keep}"
+                        "{shape:?}, scan {dirty_page_scan}, image {image_len}, keep {keep}"
                     );
-                    check(protection, dirty_page_scan, image_len, keep, &what);
+                    check(shape, dirty_page_scan, image_len, keep, &what);
                 }
             }
         }
     }
 }
 
-fn check(protection: MemoryProtection, scan: bool, image_len: usize, keep: usize, what: &str) {
+fn check(shape: Shape, scan: bool, image_len: usize, keep: usize, what: &str) {
     let mut c = config::small(1);
-    c.memory_protection(protection)
-        .dirty_page_scan(scan)
-        .memory_keep_resident(keep);
+    shape.apply(&mut c);
+    c.dirty_page_scan(scan).memory_keep_resident(keep);
     let pool = config::pool(&c);
     let bytes = image_bytes(image_len);
     let image = MemoryImage::new(&bytes).unwrap();

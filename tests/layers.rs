@@ -25,7 +25,7 @@ fn home_of(name: &str) -> Option<&'static str> {
     Some(match name {
         "Error" | "Resource" => "error",
         "Result" | "WASM_PAGE_SIZE" | "host_page_size" | "kernel_mappings" => "lib",
-        "PoolingConfig" | "MemoryProtection" => "config",
+        "PoolingConfig" | "MemoryProtection" | "MemoryLayout" | "DENSE_MAX_STRIDE" => "config",
         "MemoryImage" => "image",
         "InstanceLayout" | "MemoryType" | "TableType" => "layout",
         "ResourceLimiter"

@@ -18,7 +18,6 @@
 mod common;
 use common::config::{self, Resets};
 use common::model::{Knobs, LAYOUTS, Op, SLOT, run};
-use instance_pool::MemoryProtection;
 
 use proptest::prelude::*;
 
@@ -82,25 +81,20 @@ fn knobs() -> impl Strategy<Value = Knobs> {
         prop::sample::select(vec![1, 2, 5]),
         prop::sample::select(vec![0, 1, 100]),
         any::<bool>(),
-        prop::sample::select(config::PROTECTIONS.to_vec()),
+        prop::sample::select(config::SHAPES.to_vec()),
     )
         .prop_map(
-            |(
-                keep_resident,
-                table_keep_resident,
-                batch,
-                max_unused_warm,
-                guard_before,
-                protection,
-            )| Knobs {
-                resets: Resets {
-                    keep_resident,
-                    table_keep_resident,
-                    batch,
-                    protection,
-                },
-                max_unused_warm,
-                guard_before,
+            |(keep_resident, table_keep_resident, batch, max_unused_warm, guard_before, shape)| {
+                Knobs {
+                    resets: Resets {
+                        keep_resident,
+                        table_keep_resident,
+                        batch,
+                        shape,
+                    },
+                    max_unused_warm,
+                    guard_before,
+                }
             },
         )
 }
@@ -135,18 +129,18 @@ proptest! {
 /// the slot, release and reuse.
 #[test]
 fn model_fixed_sequence() {
-    for protection in config::PROTECTIONS {
-        fixed_sequence(protection);
+    for shape in config::SHAPES {
+        fixed_sequence(shape);
     }
 }
 
-fn fixed_sequence(protection: MemoryProtection) {
+fn fixed_sequence(shape: config::Shape) {
     let knobs = Knobs {
         resets: Resets {
             keep_resident: 64 << 10,
             table_keep_resident: 4096,
             batch: 2,
-            protection,
+            shape,
         },
         max_unused_warm: 1,
         guard_before: true,

@@ -31,8 +31,9 @@ mod worker;
 use clap::{CommandFactory, Parser, error::ErrorKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use instance_pool::{
-    InstanceLayout, MemoryImage, MemoryProtection, MemoryType, OnDemandInstanceAllocator,
-    PoolingConfig, PoolingInstanceAllocator, StoreLimitsBuilder, TableType, WASM_PAGE_SIZE,
+    InstanceLayout, MemoryImage, MemoryLayout, MemoryProtection, MemoryType,
+    OnDemandInstanceAllocator, PoolingConfig, PoolingInstanceAllocator, StoreLimitsBuilder,
+    TableType, WASM_PAGE_SIZE,
 };
 use report::{Measured, Probe};
 use std::path::PathBuf;
@@ -73,6 +74,19 @@ struct Args {
     /// markers where the kernel has them), guard-markers or mprotect
     #[arg(long, value_name = "HOW", default_value = "auto", value_parser = parse_protection)]
     protection: MemoryProtection,
+    /// Where the pool's memory slots live: guarded (PROT_NONE slab, up to
+    /// 3 kernel mappings per live tenant) or dense (one read-write slab
+    /// protected by guard markers, a constant number of mappings)
+    #[arg(long, value_name = "LAYOUT", default_value = "guarded", value_parser = parse_layout)]
+    layout: MemoryLayout,
+    /// The memory's maximum in wasm pages (a tenant grows by one page);
+    /// also the slot size of the dense layout
+    #[arg(long, value_name = "N", default_value_t = 160,
+          value_parser = clap::value_parser!(u32).range(2..=65536))]
+    max_pages: u32,
+    /// memory_guard_size (default: 32 MiB guarded, 64 KiB dense)
+    #[arg(long, value_name = "BYTES", value_parser = common::parse_page_multiple)]
+    guard: Option<usize>,
     /// decommit_batch_size of the pool: released memories revoked together
     /// (the pool's default)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH,
@@ -89,6 +103,14 @@ struct Args {
 
 /// `PoolingConfig::decommit_batch_size`'s default.
 const DEFAULT_BATCH: u32 = 1;
+
+fn parse_layout(s: &str) -> Result<MemoryLayout, String> {
+    match s {
+        "guarded" => Ok(MemoryLayout::Guarded),
+        "dense" => Ok(MemoryLayout::Dense),
+        _ => Err(format!("expected guarded or dense, got {s:?}")),
+    }
+}
 
 fn parse_protection(s: &str) -> Result<MemoryProtection, String> {
     match s {
@@ -136,7 +158,7 @@ fn run(args: &Args) -> Result<(), String> {
     let tenants = args.tenants();
     let image_pages = args.image_size.div_ceil(WASM_PAGE_SIZE) as u64;
     let min_pages = image_pages.max(1);
-    let max_pages = min_pages + 159;
+    let max_pages = (args.max_pages as u64).max(min_pages + 1);
     let image = MemoryImage::new(&vec![7u8; args.image_size]).map_err(|e| e.to_string())?;
     let layout = InstanceLayout::new()
         .memory_with_image(MemoryType::new(min_pages, Some(max_pages)), image.clone())
@@ -158,7 +180,17 @@ fn run(args: &Args) -> Result<(), String> {
             .memory_keep_resident(args.keep_resident)
             .table_keep_resident(args.keep_resident)
             .memory_protection(args.protection)
-            .decommit_batch_size(args.batch as usize);
+            .decommit_batch_size(args.batch as usize)
+            .memory_layout(args.layout);
+        if args.layout == MemoryLayout::Dense {
+            // Slots of the memory's maximum: markers cost page tables in
+            // proportion to slot + guard.
+            config
+                .max_memory_size(max_pages as usize * WASM_PAGE_SIZE)
+                .memory_guard_size(args.guard.unwrap_or(64 << 10));
+        } else if let Some(guard) = args.guard {
+            config.memory_guard_size(guard);
+        }
         Some(PoolingInstanceAllocator::new(&config).map_err(|e| format!("pool: {e}"))?)
     };
     let on_demand = OnDemandInstanceAllocator::default();
@@ -168,8 +200,20 @@ fn run(args: &Args) -> Result<(), String> {
         None => "on-demand (mmap per memory)".to_string(),
         Some(pool) => {
             let m = pool.metrics();
+            let dense = args.layout == MemoryLayout::Dense;
+            let slot = if dense {
+                max_pages as usize * WASM_PAGE_SIZE
+            } else {
+                1 << 32
+            };
+            let guard = args
+                .guard
+                .unwrap_or(if dense { 64 << 10 } else { 32 << 20 });
             format!(
-                "pool: {tenants} slots of 4 GiB + 32 MiB guard, keep-resident {}, {}, batches of {}",
+                "pool: {tenants} {} slots of {} + {} guard, keep-resident {}, {}, batches of {}",
+                m.memory_layout.name(),
+                common::fmt_bytes(slot as f64),
+                common::fmt_bytes(guard as f64),
                 common::fmt_bytes(args.keep_resident as f64),
                 m.memory_protection.name(),
                 args.batch

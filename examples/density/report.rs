@@ -11,6 +11,8 @@ use std::time::Duration;
 pub struct Probe {
     pub rss: u64,
     pub rss_peak: u64,
+    /// `VmPTE`: the process's page tables (guard markers live there).
+    pub page_tables: u64,
     pub mappings: usize,
 }
 
@@ -27,6 +29,7 @@ impl Probe {
         Probe {
             rss: field("VmRSS:"),
             rss_peak: field("VmHWM:"),
+            page_tables: field("VmPTE:"),
             mappings: instance_pool::kernel_mappings().unwrap_or(0),
         }
     }
@@ -105,7 +108,9 @@ pub fn bucket_range(b: usize, tenants: usize) -> (usize, usize) {
 pub fn results(stats: &WorkerStats, m: &Measured) {
     let n = stats.all.len();
     let secs = m.elapsed.as_secs_f64();
-    let per_live = (m.full.rss as f64 - m.idle.rss as f64) / m.live_at_full.max(1) as f64;
+    let live = m.live_at_full.max(1) as f64;
+    let per_live = (m.full.rss as f64 - m.idle.rss as f64) / live;
+    let pt_per_live = (m.full.page_tables as f64 - m.idle.page_tables as f64) / live;
     let rows = vec![
         ("instantiations".into(), format!("{n} in {secs:.2} s")),
         (
@@ -163,6 +168,26 @@ pub fn results(stats: &WorkerStats, m: &Measured) {
                 "{} ((full - idle pool) / {} live)",
                 fmt_bytes(per_live),
                 m.live_at_full
+            ),
+        ),
+        (
+            "page tables (VmPTE): idle pool / full".into(),
+            format!(
+                "{} / {}; {} per live instance",
+                fmt_bytes(m.idle.page_tables as f64),
+                fmt_bytes(m.full.page_tables as f64),
+                fmt_bytes(pt_per_live)
+            ),
+        ),
+        (
+            "RSS + page tables per live instance".into(),
+            fmt_bytes(per_live + pt_per_live),
+        ),
+        (
+            "kernel mappings per live instance".into(),
+            format!(
+                "{:.3}",
+                (m.full.mappings as f64 - m.before.mappings as f64) / live
             ),
         ),
         (

@@ -4,14 +4,8 @@
 use crate::MemoryImage;
 use crate::layout::MemoryPlan;
 use crate::sys::{self, Mmap, SlotPtr};
-use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
-
-thread_local! {
-    /// Runs of written pages, reused by every reset on this thread.
-    static WRITTEN: RefCell<sys::WrittenPages> = RefCell::default();
-}
 
 /// One memory slot: a fixed base, `capacity` bytes it can reach, `guard`
 /// bytes after that which always fault.
@@ -22,29 +16,32 @@ thread_local! {
 #[derive(Debug)]
 pub(crate) struct MemorySlot {
     /// Where byte 0 is; never moves.
-    base: SlotPtr,
-    capacity: usize,
-    guard: usize,
+    pub(super) base: SlotPtr,
+    pub(super) capacity: usize,
+    pub(super) guard: usize,
     /// The memory's size in bytes: a multiple of the wasm page, `<= accessible`
     /// except while a transition is under way.
-    size: usize,
+    pub(super) size: usize,
     /// `[0, accessible)` is read-write and unmarked (unless `needs_scrub`).
-    accessible: usize,
+    pub(super) accessible: usize,
     /// `[0, rw)` is mapped read-write, `[rw, capacity)` `PROT_NONE`. With
     /// guard markers, `[accessible, rw)` carries a marker on every page;
     /// without, `rw == accessible`.
-    rw: usize,
+    pub(super) rw: usize,
     /// How this slot's pool protects and resets it.
-    mode: SlotMode,
+    pub(super) mode: SlotMode,
+    /// Bytes before `base` that are this slot's leading guard: marked with
+    /// the slot in the dense layout.
+    pub(super) lead: usize,
     /// The image mapped copy-on-write over `[0, image.mapped_len())`.
-    image: Option<Arc<MemoryImage>>,
+    pub(super) image: Option<Arc<MemoryImage>>,
     /// A reset failed part-way: protections are unknown, so nothing may be
     /// written before the slot is remapped whole.
-    needs_scrub: bool,
+    pub(super) needs_scrub: bool,
     /// The slot's number in its pool's slab (0 for an on-demand slot).
-    index: u32,
+    pub(super) index: u32,
     /// The reservation an on-demand slot owns (`guard | slot | guard`).
-    _reservation: Option<Mmap>,
+    pub(super) _reservation: Option<Mmap>,
 }
 
 /// How a pool protects and resets its slots (the same for every slot).
@@ -56,28 +53,11 @@ pub(crate) struct SlotMode {
     /// Resets find the pages a tenant wrote with `PAGEMAP_SCAN` and restore
     /// only those.
     pub dirty_scan: bool,
-}
-
-/// Below this many bytes a reset writes the whole range: cheaper than
-/// asking the kernel which pages were written.
-const SCAN_MIN: usize = 64 << 10;
-
-/// What a free pool slot keeps while it waits in the free lists.
-#[derive(Debug, Default)]
-pub(crate) struct Parked {
-    pub(super) accessible: usize,
-    pub(super) rw: usize,
-    pub(super) image: Option<Arc<MemoryImage>>,
-    pub(super) needs_scrub: bool,
-    /// Bytes the last reset kept resident (for metrics).
-    pub resident: usize,
-}
-
-impl Parked {
-    /// The image this slot holds mapped (0: none): its key for affinity.
-    pub fn affinity(&self) -> u64 {
-        self.image.as_ref().map_or(0, |i| i.id())
-    }
+    /// The slot lies in a read-write slab (the dense layout): every byte no
+    /// tenant may reach is marked, the slot's guards included, from its
+    /// first use; nothing is ever `mprotect`ed or file-mapped (images are
+    /// copied). Implies `markers`.
+    pub dense: bool,
 }
 
 /// How an instantiation got its image in place.
@@ -93,134 +73,7 @@ pub(crate) enum ImageWork {
     Copied,
 }
 
-/// A released slot, after the part it keeps resident was restored.
-#[derive(Debug)]
-pub(crate) enum Released {
-    /// Nothing left to revoke: free now.
-    Ready(u32, Parked),
-    /// `[from, to)` must still be discarded and made `PROT_NONE`.
-    Revoke(Queued),
-}
-
-/// A released slot waiting for [`revoke`] over `[from(), to())`.
-#[derive(Debug)]
-pub(crate) struct Queued {
-    slot: MemorySlot,
-    keep: usize,
-    /// With guard markers: `[keep, open)` is only discarded (the next
-    /// instance of the same layout reaches it anyway), `[open, to)` also
-    /// marked. Without: `keep`.
-    open: usize,
-}
-
-impl Queued {
-    /// The slot's number in its slab.
-    pub fn index(&self) -> u32 {
-        self.slot.index
-    }
-
-    /// The slot's byte 0.
-    pub fn base(&self) -> SlotPtr {
-        self.slot.base
-    }
-
-    /// Offset where the range to revoke starts.
-    pub fn from(&self) -> usize {
-        self.keep
-    }
-
-    /// Offset where the range to revoke ends.
-    pub fn to(&self) -> usize {
-        self.slot.accessible
-    }
-
-    /// Offset where guard markers start (with guard markers only).
-    pub fn mark_from(&self) -> usize {
-        self.open
-    }
-
-    /// The batch holding this slot was revoked (`ok`), or failed: then the
-    /// slot is scrubbed. Either way it can be handed out again.
-    pub fn finish(mut self, ok: bool) -> (u32, Parked) {
-        if ok {
-            self.slot.accessible = self.open;
-            if !self.slot.mode.markers {
-                self.slot.rw = self.open;
-            }
-        } else {
-            self.slot.scrub();
-        }
-        // A scrubbed slot is fresh; one whose scrub failed still holds its
-        // restored pages.
-        let resident = if ok || self.slot.needs_scrub {
-            self.keep
-        } else {
-            0
-        };
-        (self.slot.index, self.slot.park(resident))
-    }
-}
-
-/// Discards the pages of `[start, start + len)` and makes it `PROT_NONE`:
-/// what a batch of released slots needs, over one merged range.
-///
-/// # Safety
-/// The range covers only released slots (and the guards between them)
-/// of one reservation, none of them referenced by anyone.
-pub(crate) unsafe fn revoke(start: SlotPtr, len: usize) -> io::Result<()> {
-    // SAFETY: the caller owns the range and nothing references it.
-    unsafe { sys::decommit(start, len).and_then(|()| sys::protect_none(start, len)) }
-}
-
-/// Revokes released slots that use guard markers: discards the pages of
-/// every `discard` range (one `process_madvise`, one TLB flush, where the
-/// kernel has it), then marks every `mark` range, now empty, which needs no
-/// flush. A lone range that is marked whole is one `MADV_GUARD_INSTALL`,
-/// which discards as it marks.
-///
-/// # Safety
-/// Each range lies inside a released slot of the caller's, unreferenced.
-pub(crate) unsafe fn revoke_marked(
-    discard: &[(SlotPtr, usize)],
-    mark: &[(SlotPtr, usize)],
-    batched: bool,
-) -> io::Result<()> {
-    use sys::RangeAdvice::*;
-    let marks_all = discard.len() == 1 && mark.len() == 1 && discard[0] == mark[0];
-    // SAFETY: the caller's promise.
-    unsafe {
-        if !marks_all {
-            sys::madvise_ranges(discard, DontNeed, batched)?;
-        }
-        sys::madvise_ranges(mark, GuardInstall, batched)
-    }
-}
-
 impl MemorySlot {
-    /// A slot of a pool's slab at `base`, as it was parked.
-    pub fn in_slab(
-        base: SlotPtr,
-        capacity: usize,
-        guard: usize,
-        index: u32,
-        p: Parked,
-        mode: SlotMode,
-    ) -> Self {
-        MemorySlot {
-            base,
-            capacity,
-            guard,
-            size: 0,
-            accessible: p.accessible,
-            rw: p.rw,
-            mode,
-            image: p.image,
-            needs_scrub: p.needs_scrub,
-            index,
-            _reservation: None,
-        }
-    }
-
     /// A fresh reservation of its own: `guard | capacity | guard`, all
     /// `PROT_NONE`.
     pub fn reserve(capacity: usize, guard: usize) -> io::Result<Self> {
@@ -240,6 +93,7 @@ impl MemorySlot {
             accessible: 0,
             rw: 0,
             mode: SlotMode::default(),
+            lead: 0,
             image: None,
             needs_scrub: false,
             index: 0,
@@ -290,7 +144,15 @@ impl MemorySlot {
         if self.needs_scrub {
             self.remap(self.capacity)?;
         }
-        let want = plan.image.as_ref().filter(|i| i.is_mapped());
+        if self.mode.dense && self.rw < self.capacity {
+            self.mark_fresh()?;
+        }
+        // The dense layout copies images: a file mapping per slot would
+        // bring back the kernel mappings it exists to save.
+        let want = plan
+            .image
+            .as_ref()
+            .filter(|i| i.is_mapped() && !self.mode.dense);
         let same = self.image.as_ref().map(|i| i.id()) == want.map(|i| i.id());
         let mut work = ImageWork::None;
         if !same && self.mode.markers {
@@ -326,11 +188,30 @@ impl MemorySlot {
             work = ImageWork::Reused;
         }
         self.resize(size)?;
-        if let Some(img) = plan.image.as_ref().filter(|i| i.is_copied()) {
+        if let Some(img) = plan.image.as_ref().filter(|i| self.copies(i)) {
             self.bytes_mut()[..img.len()].copy_from_slice(img.bytes());
             work = ImageWork::Copied;
         }
         Ok(work)
+    }
+
+    /// Whether this slot gets `image` by copying it in.
+    fn copies(&self, image: &MemoryImage) -> bool {
+        image.is_copied() || (self.mode.dense && !image.is_empty())
+    }
+
+    /// A dense slot's first use (or first after a scrub): marks the whole
+    /// slot and its guards, since its slab is read-write everywhere.
+    fn mark_fresh(&mut self) -> io::Result<()> {
+        // SAFETY: `[base - lead, base + capacity + guard)` is this slot, its
+        // guards, and nothing any tenant holds (a guard belongs to no slot).
+        unsafe {
+            let start = self.base.sub(self.lead);
+            sys::guard_install(start, self.lead + self.capacity + self.guard)?;
+        }
+        self.accessible = 0;
+        self.rw = self.capacity;
+        Ok(())
     }
 
     /// Sets the accessible part to `[0, size)` and the size to `size`.
@@ -399,8 +280,16 @@ impl MemorySlot {
     /// Replaces `[0, len)` with fresh `PROT_NONE` memory: no image, no
     /// marker, no page.
     fn remap(&mut self, len: usize) -> io::Result<()> {
-        // SAFETY: the slot is ours and nothing references its bytes.
-        unsafe { sys::map_anonymous_none_fixed(self.base, len)? };
+        // SAFETY: the slot is ours and nothing references its bytes. A
+        // dense slot stays read-write (and unmarked until its next use, see
+        // `mark_fresh`), so its slab stays one mapping.
+        unsafe {
+            if self.mode.dense {
+                sys::map_anonymous_rw_fixed(self.base, len)?
+            } else {
+                sys::map_anonymous_none_fixed(self.base, len)?
+            }
+        };
         self.accessible = 0;
         self.rw = 0;
         self.image = None;
@@ -414,6 +303,12 @@ impl MemorySlot {
     /// resident; the rest is discarded with `madvise` (which brings a mapped
     /// image's pages back).
     pub fn reset(&mut self, plan: &MemoryPlan, keep_resident: usize) -> io::Result<()> {
+        if self.needs_scrub {
+            // An earlier failure left protections unknown: nothing may be
+            // written before the slot is remapped, and prepared afresh.
+            self.size = 0;
+            return self.prepare(plan, plan.ty.min_bytes()).map(drop);
+        }
         let keep = self.kept(keep_resident, plan);
         self.restore(0, keep);
         if self.accessible > keep {
@@ -424,56 +319,12 @@ impl MemorySlot {
                 self.restore(keep, self.accessible);
             }
         }
-        self.resize(plan.ty.min_bytes())?;
-        if let Some(img) = plan.image.as_ref().filter(|i| i.is_copied()) {
+        // The image first, while its bytes are accessible whatever the
+        // shrink below does.
+        if let Some(img) = plan.image.as_ref().filter(|i| self.copies(i)) {
             self.bytes_mut()[..img.len()].copy_from_slice(img.bytes());
         }
-        Ok(())
-    }
-
-    /// Bytes of `[0, accessible)` a reset restores in place and keeps.
-    ///
-    /// With guard markers at most `plan`'s minimum: markers cannot keep a
-    /// page resident while making it fault, as `PROT_NONE` does, so what
-    /// the next instance of the same layout could not reach is revoked.
-    fn kept(&self, keep_resident: usize, plan: &MemoryPlan) -> usize {
-        let keep = keep_resident.min(self.accessible);
-        if self.mode.markers {
-            keep.min(plan.ty.min_bytes())
-        } else {
-            keep
-        }
-    }
-
-    /// Gives the slot up: restores its first `keep_resident` bytes in place
-    /// (see [`kept`](Self::kept) for `plan`'s part) and says what is left to
-    /// revoke. A slot that needs a scrub is left untouched (writing to it
-    /// could fault); it is remapped before reuse.
-    pub fn release(mut self, keep_resident: usize, plan: &MemoryPlan) -> Released {
-        if self.needs_scrub {
-            self.accessible = 0;
-            return Released::Ready(self.index, self.park(0));
-        }
-        let keep = self.kept(keep_resident, plan);
-        self.restore(0, keep);
-        if self.accessible > keep {
-            // With markers, what the next instance of this layout reaches
-            // anyway is only discarded, not marked: marking costs a
-            // page-table entry per page, and an image's whole minimum would
-            // be marked and unmarked again on every cycle.
-            let open = if self.mode.markers {
-                plan.ty.min_bytes().min(self.accessible).max(keep)
-            } else {
-                keep
-            };
-            Released::Revoke(Queued {
-                slot: self,
-                keep,
-                open,
-            })
-        } else {
-            Released::Ready(self.index, self.park(keep))
-        }
+        self.resize(plan.ty.min_bytes())
     }
 
     /// After a failed reset: remap the slot fresh, or mark it to be
@@ -483,82 +334,5 @@ impl MemorySlot {
         if self.remap(self.capacity).is_err() {
             self.needs_scrub = true;
         }
-    }
-
-    /// What a pool keeps of a free slot.
-    fn park(self, resident: usize) -> Parked {
-        Parked {
-            accessible: self.accessible,
-            rw: self.rw,
-            image: self.image,
-            needs_scrub: self.needs_scrub,
-            resident,
-        }
-    }
-
-    /// Puts back what a fresh slot holds in `[from, to)`: the mapped image's
-    /// bytes where it covers, zeroes after.
-    ///
-    /// Only pages the tenant wrote are written back, where that is known
-    /// ([`SlotMode::dirty_scan`]: `PAGEMAP_SCAN` reports anonymous pages
-    /// present or swapped out, never the file's own pages): an image page
-    /// nobody wrote stays the shared page of the image's file. Without the
-    /// scan, or if it fails, the image's part is discarded with `madvise`
-    /// (which brings the file's pages back) and the rest set to zero.
-    fn restore(&mut self, from: usize, to: usize) {
-        if from >= to {
-            return;
-        }
-        debug_assert!(to <= self.accessible && !self.needs_scrub);
-        let mapped_end = self
-            .image
-            .as_ref()
-            .map_or(0, |i| i.mapped_len())
-            .clamp(from, to);
-        if self.mode.dirty_scan && (mapped_end > from || to - from > SCAN_MIN) {
-            let scanned = WRITTEN.with_borrow_mut(|written| {
-                let r = sys::written_pages(
-                    // SAFETY: `from < to <= accessible <= capacity`.
-                    unsafe { self.base.add(from) },
-                    to - from,
-                    written,
-                );
-                if r.is_ok() {
-                    for &(off, len) in &written.runs {
-                        self.write_back(from + off, (from + off + len).min(to));
-                    }
-                }
-                r
-            });
-            if scanned.is_ok() {
-                return;
-            }
-        }
-        if mapped_end > from {
-            // SAFETY: `[from, mapped_end)` is the read-write image mapping of
-            // this slot; `&mut self` excludes any reference into it.
-            let discarded = unsafe { sys::decommit(self.base.add(from), mapped_end - from) };
-            if discarded.is_err() {
-                self.write_back(from, mapped_end);
-            }
-        }
-        self.write_back(mapped_end, to);
-    }
-
-    /// Writes the image's bytes over `[from, to)` where it covers, zeroes
-    /// after. No syscall.
-    fn write_back(&mut self, from: usize, to: usize) {
-        if from >= to {
-            return;
-        }
-        // SAFETY: `[0, accessible)` is read-write (the slot is not waiting
-        // for a scrub) and `&mut self` excludes any reference into it.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr(), to) };
-        let src = self.image.as_ref().map_or(&[][..], |i| i.bytes());
-        let copy_end = src.len().clamp(from, to);
-        if copy_end > from {
-            bytes[from..copy_end].copy_from_slice(&src[from..copy_end]);
-        }
-        bytes[copy_end..].fill(0);
     }
 }

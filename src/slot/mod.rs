@@ -44,11 +44,12 @@
 //! another tenant wrote.
 
 mod memory;
+mod restore;
+mod revoke;
 mod table;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use memory::{
-    ImageWork, MemorySlot, Parked, Queued, Released, SlotMode, revoke, revoke_marked,
-};
+pub(crate) use memory::{ImageWork, MemorySlot, SlotMode};
+pub(crate) use revoke::{Parked, Queued, Released, revoke, revoke_marked};
 pub(crate) use table::TableSlot;

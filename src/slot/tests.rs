@@ -32,7 +32,7 @@ impl Slab {
     fn slot(&self, index: u32, parked: Parked) -> MemorySlot {
         // SAFETY: index < 2: inside the reservation.
         let base = unsafe { self.0.ptr().add(index as usize * CAP) };
-        MemorySlot::in_slab(base, CAP, 0, index, parked, self.1)
+        MemorySlot::in_slab(base, CAP, 0, index, parked, self.1, 0)
     }
 }
 

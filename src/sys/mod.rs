@@ -85,6 +85,16 @@ impl SlotPtr {
         self.0.as_ptr()
     }
 
+    /// The address `offset` bytes before.
+    ///
+    /// # Safety
+    /// `offset` stays within the mapping this pointer points into.
+    pub unsafe fn sub(self, offset: usize) -> SlotPtr {
+        // SAFETY: the caller keeps the result inside the same mapping, so it
+        // cannot wrap or become null.
+        SlotPtr(unsafe { NonNull::new_unchecked(self.0.as_ptr().sub(offset)) })
+    }
+
     /// The address `offset` bytes further on.
     ///
     /// # Safety
@@ -319,6 +329,34 @@ pub unsafe fn map_anonymous_none_fixed(ptr: SlotPtr, len: usize) -> io::Result<(
             ptr.as_ptr().cast(),
             len,
             ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE,
+        )?
+    };
+    Ok(())
+}
+
+/// Replaces `[ptr, ptr + len)` with fresh anonymous read-write,
+/// `MAP_NORESERVE` memory: drops its pages and guard markers. Next to a
+/// mapping of the same kind the kernel merges the two.
+///
+/// # Safety
+/// The range lies inside a reservation the caller owns, and no live Rust
+/// reference points into it.
+///
+/// # References
+/// mmap(2)
+pub unsafe fn map_anonymous_rw_fixed(ptr: SlotPtr, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    check(Syscall::Mmap)?;
+    // SAFETY: MAP_FIXED replaces only the caller's own range, which nothing
+    // references.
+    unsafe {
+        rustix::mm::mmap_anonymous(
+            ptr.as_ptr().cast(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
             MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE,
         )?
     };

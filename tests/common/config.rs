@@ -1,12 +1,50 @@
 //! The pool shapes the tests build, one constructor each; a test adds only
 //! the settings it is about.
 
-use instance_pool::{MemoryProtection, PoolingConfig, PoolingInstanceAllocator, WASM_PAGE_SIZE};
+use instance_pool::{
+    MemoryLayout, MemoryProtection, PoolingConfig, PoolingInstanceAllocator, WASM_PAGE_SIZE,
+};
 
 /// Both ways of making bytes past a memory's size fault: every walk and
 /// the model run on each (this machine's kernel has guard markers).
 pub const PROTECTIONS: [MemoryProtection; 2] =
     [MemoryProtection::GuardMarkers, MemoryProtection::Mprotect];
+
+/// Every way a pool lays out and protects its memories: the failure walks,
+/// the model and the guard cases run on each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub layout: MemoryLayout,
+    pub protection: MemoryProtection,
+}
+
+pub const SHAPES: [Shape; 3] = [
+    Shape {
+        layout: MemoryLayout::Guarded,
+        protection: MemoryProtection::GuardMarkers,
+    },
+    Shape {
+        layout: MemoryLayout::Guarded,
+        protection: MemoryProtection::Mprotect,
+    },
+    Shape {
+        layout: MemoryLayout::Dense,
+        protection: MemoryProtection::Auto,
+    },
+];
+
+impl Shape {
+    /// Sets this shape on `c`.
+    pub fn apply(self, c: &mut PoolingConfig) -> &mut PoolingConfig {
+        c.memory_layout(self.layout)
+            .memory_protection(self.protection)
+    }
+
+    /// `layout-protection`, for a child process's environment.
+    pub fn name(self) -> String {
+        format!("{}-{}", self.layout.name(), self.protection.name())
+    }
+}
 
 /// One mebibyte: a small pool's memory slot.
 pub const MIB: usize = 1 << 20;
@@ -49,8 +87,8 @@ pub struct Resets {
     pub table_keep_resident: usize,
     /// `decommit_batch_size`.
     pub batch: usize,
-    /// `memory_protection`.
-    pub protection: MemoryProtection,
+    /// `memory_layout` and `memory_protection`.
+    pub shape: Shape,
 }
 
 impl Resets {
@@ -59,7 +97,8 @@ impl Resets {
         c.memory_keep_resident(self.keep_resident)
             .table_keep_resident(self.table_keep_resident)
             .decommit_batch_size(self.batch)
-            .memory_protection(self.protection)
+            .memory_layout(self.shape.layout)
+            .memory_protection(self.shape.protection)
     }
 }
 

@@ -41,23 +41,23 @@ pub fn run(test: &str, expect: Expect, write: impl FnOnce() -> *mut u8) {
         std::io::stdout().flush().unwrap();
         return;
     }
-    // Every case on both protections.
-    for protection in config::PROTECTIONS {
-        check_child(test, expect, protection);
+    // Every case on every layout and protection.
+    for shape in config::SHAPES {
+        check_child(test, expect, shape);
     }
 }
 
-fn check_child(test: &str, expect: Expect, protection: MemoryProtection) {
+fn check_child(test: &str, expect: Expect, shape: config::Shape) {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CASE_VAR, test)
-        .env(PROTECTION_VAR, protection.name())
+        .env(PROTECTION_VAR, shape.name())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let report = format!(
-        "{protection:?}: child {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        "{shape:?}: child {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
     // The child really ran this case up to the write (a mistyped name would
@@ -91,8 +91,8 @@ pub fn config(total_memories: u32) -> PoolingConfig {
     let mut c = config::small(total_memories);
     c.guard_before_memory(true);
     let wanted = std::env::var(PROTECTION_VAR).unwrap_or_default();
-    if let Some(&p) = config::PROTECTIONS.iter().find(|p| p.name() == wanted) {
-        c.memory_protection(p);
+    if let Some(&shape) = config::SHAPES.iter().find(|s| s.name() == wanted) {
+        shape.apply(&mut c);
     }
     c
 }

@@ -6,7 +6,6 @@
 use super::config::{self, MIB, Resets};
 use super::limiter::{self, Recorder};
 use super::{assert_nothing_in_use, in_use, pattern};
-use instance_pool::MemoryProtection;
 use instance_pool::*;
 use std::sync::Arc;
 
@@ -22,25 +21,25 @@ const BASE_SETUPS: [Resets; 6] = [
         keep_resident: 0,
         table_keep_resident: 0,
         batch: 1,
-        protection: MemoryProtection::Auto,
+        shape: config::SHAPES[0],
     },
     Resets {
         keep_resident: 64 << 10,
         table_keep_resident: 4096,
         batch: 1,
-        protection: MemoryProtection::Auto,
+        shape: config::SHAPES[0],
     },
     Resets {
         keep_resident: MIB,
         table_keep_resident: 8192,
         batch: 1,
-        protection: MemoryProtection::Auto,
+        shape: config::SHAPES[0],
     },
     Resets {
         keep_resident: 0,
         table_keep_resident: 4096,
         batch: 3,
-        protection: MemoryProtection::Auto,
+        shape: config::SHAPES[0],
     },
     // Batches larger than the pool: every release is queued until an
     // acquisition finds the pool empty (or an explicit flush).
@@ -48,21 +47,21 @@ const BASE_SETUPS: [Resets; 6] = [
         keep_resident: 0,
         table_keep_resident: 0,
         batch: 8,
-        protection: MemoryProtection::Auto,
+        shape: config::SHAPES[0],
     },
     Resets {
         keep_resident: 64 << 10,
         table_keep_resident: 0,
         batch: 8,
-        protection: MemoryProtection::Auto,
+        shape: config::SHAPES[0],
     },
 ];
 
 /// The reset settings every failure walk covers, on each protection.
 pub fn setups() -> Vec<Resets> {
-    config::PROTECTIONS
+    config::SHAPES
         .iter()
-        .flat_map(|&protection| BASE_SETUPS.map(|s| Resets { protection, ..s }))
+        .flat_map(|&shape| BASE_SETUPS.map(|s| Resets { shape, ..s }))
         .collect()
 }
 

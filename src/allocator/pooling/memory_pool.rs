@@ -31,7 +31,7 @@
 use super::decommit::{self, DecommitQueue};
 use super::index::{SlotIndex, Taken};
 use super::metrics::Counters;
-use crate::config::{MemoryProtection, PoolingConfig};
+use crate::config::{MemoryLayout, MemoryProtection, PoolingConfig};
 use crate::layout::MemoryPlan;
 use crate::slot::{self, ImageWork, MemorySlot, Parked, Queued, Released, SlotMode};
 use crate::sys::{self, Mmap, SlotPtr};
@@ -75,7 +75,13 @@ impl MemoryPool {
                 config.total_memories
             )));
         };
-        let slab = Mmap::reserve(total_len).map_err(|e| {
+        let dense = config.memory_layout == MemoryLayout::Dense;
+        let slab = if dense {
+            Mmap::read_write(total_len)
+        } else {
+            Mmap::reserve(total_len)
+        };
+        let slab = slab.map_err(|e| {
             Error::InvalidConfig(format!(
                 "cannot reserve {total_len} bytes for {} memory slots (max_memory_size {slot_size}, memory_guard_size {guard_size}): {e}",
                 config.total_memories
@@ -93,11 +99,13 @@ impl MemoryPool {
             decommit: DecommitQueue::new(config.decommit_batch_size),
             in_use: AtomicU32::new(0),
             mode: SlotMode {
-                markers: match config.memory_protection {
-                    MemoryProtection::Auto => sys::features().guard_markers,
-                    MemoryProtection::GuardMarkers => true,
-                    MemoryProtection::Mprotect => false,
-                },
+                markers: dense
+                    || match config.memory_protection {
+                        MemoryProtection::Auto => sys::features().guard_markers,
+                        MemoryProtection::GuardMarkers => true,
+                        MemoryProtection::Mprotect => false,
+                    },
+                dense,
                 dirty_scan: config.dirty_page_scan && sys::features().pagemap_scan,
             },
             batched: sys::features().process_madvise,
@@ -116,6 +124,15 @@ impl MemoryPool {
     /// Whether batches go through `process_madvise`.
     pub fn batched(&self) -> bool {
         self.batched
+    }
+
+    /// The layout of the slab.
+    pub fn layout(&self) -> MemoryLayout {
+        if self.mode.dense {
+            MemoryLayout::Dense
+        } else {
+            MemoryLayout::Guarded
+        }
     }
 
     /// Whether resets write back only written pages.
@@ -184,6 +201,13 @@ impl MemoryPool {
             index,
             state,
             self.mode,
+            // The leading guard: the pre-guard for slot 0, else the
+            // previous slot's trailing guard.
+            if index == 0 {
+                self.pre_guard
+            } else {
+                self.guard_size
+            },
         );
         Ok((slot, plan.ty.declared_max_bytes().min(page_cap)))
     }

@@ -1,6 +1,6 @@
 //! [`PoolMetrics`]: what the pool is doing, for dashboards and tests.
 
-use crate::{MemoryProtection, Resource};
+use crate::{MemoryLayout, MemoryProtection, Resource};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of a pool's state and counters
@@ -59,6 +59,8 @@ pub struct PoolMetrics {
     /// Whether resets write back only the pages tenants wrote
     /// (`PAGEMAP_SCAN`).
     pub dirty_page_scan: bool,
+    /// Where the memory slots live.
+    pub memory_layout: MemoryLayout,
 }
 
 /// The pool's counters; cheap relaxed atomics.
@@ -241,7 +243,8 @@ impl std::fmt::Display for PoolMetrics {
         writeln!(f, "# TYPE instance_pool_info gauge")?;
         writeln!(
             f,
-            "instance_pool_info{{protection=\"{}\",revocation=\"{}\",reset=\"{}\"}} 1",
+            "instance_pool_info{{layout=\"{}\",protection=\"{}\",revocation=\"{}\",reset=\"{}\"}} 1",
+            self.memory_layout.name(),
             self.memory_protection.name(),
             if self.batched_revocation {
                 "process_madvise"

@@ -43,6 +43,7 @@ impl std::fmt::Debug for PoolingInstanceAllocator {
             .field("memory_protection", &self.inner.memories.protection())
             .field("batched_revocation", &self.inner.memories.batched())
             .field("dirty_page_scan", &self.inner.memories.dirty_scan())
+            .field("memory_layout", &self.inner.memories.layout())
             .finish()
     }
 }
@@ -68,12 +69,13 @@ impl PoolingInstanceAllocator {
     /// than `vm.max_map_count` allows.
     pub fn new(config: &PoolingConfig) -> Result<Self> {
         config.validate()?;
-        if let Some(max_maps) = sys::max_map_count() {
+        let guarded = config.memory_layout == crate::MemoryLayout::Guarded;
+        if let Some(max_maps) = sys::max_map_count().filter(|_| guarded) {
             let needed = (config.total_memories as usize).saturating_mul(MAPPINGS_PER_MEMORY);
             let used = sys::mapping_count().unwrap_or(0);
             if needed.saturating_add(used) > max_maps {
                 return Err(Error::InvalidConfig(format!(
-                    "total_memories ({}) may need {needed} kernel mappings, with {used} in use; vm.max_map_count is {max_maps}",
+                    "total_memories ({}) may need {needed} kernel mappings, with {used} in use; vm.max_map_count is {max_maps} (memory_layout(MemoryLayout::Dense) needs 2 for any number of slots)",
                     config.total_memories
                 )));
             }
@@ -106,6 +108,7 @@ impl PoolingInstanceAllocator {
             memory_protection: p.memories.protection(),
             batched_revocation: p.memories.batched(),
             dirty_page_scan: p.memories.dirty_scan(),
+            memory_layout: p.memories.layout(),
             ..PoolMetrics::default()
         };
         p.counters.fill(&mut m);

@@ -1,0 +1,83 @@
+//! Resets in place: writing back what a fresh slot holds, only where a
+//! tenant wrote when the kernel can tell.
+
+use super::memory::MemorySlot;
+use crate::sys;
+use std::cell::RefCell;
+
+thread_local! {
+    /// Runs of written pages, reused by every reset on this thread.
+    static WRITTEN: RefCell<sys::WrittenPages> = RefCell::default();
+}
+
+/// Below this many bytes a reset writes the whole range: cheaper than
+/// asking the kernel which pages were written.
+const SCAN_MIN: usize = 64 << 10;
+
+impl MemorySlot {
+    /// Puts back what a fresh slot holds in `[from, to)`: the mapped image's
+    /// bytes where it covers, zeroes after.
+    ///
+    /// Only pages the tenant wrote are written back, where that is known
+    /// ([`SlotMode::dirty_scan`]: `PAGEMAP_SCAN` reports anonymous pages
+    /// present or swapped out, never the file's own pages): an image page
+    /// nobody wrote stays the shared page of the image's file. Without the
+    /// scan, or if it fails, the image's part is discarded with `madvise`
+    /// (which brings the file's pages back) and the rest set to zero.
+    pub(super) fn restore(&mut self, from: usize, to: usize) {
+        if from >= to {
+            return;
+        }
+        debug_assert!(to <= self.accessible && !self.needs_scrub);
+        let mapped_end = self
+            .image
+            .as_ref()
+            .map_or(0, |i| i.mapped_len())
+            .clamp(from, to);
+        if self.mode.dirty_scan && (mapped_end > from || to - from > SCAN_MIN) {
+            let scanned = WRITTEN.with_borrow_mut(|written| {
+                let r = sys::written_pages(
+                    // SAFETY: `from < to <= accessible <= capacity`.
+                    unsafe { self.base.add(from) },
+                    to - from,
+                    written,
+                );
+                if r.is_ok() {
+                    for &(off, len) in &written.runs {
+                        self.write_back(from + off, (from + off + len).min(to));
+                    }
+                }
+                r
+            });
+            if scanned.is_ok() {
+                return;
+            }
+        }
+        if mapped_end > from {
+            // SAFETY: `[from, mapped_end)` is the read-write image mapping of
+            // this slot; `&mut self` excludes any reference into it.
+            let discarded = unsafe { sys::decommit(self.base.add(from), mapped_end - from) };
+            if discarded.is_err() {
+                self.write_back(from, mapped_end);
+            }
+        }
+        self.write_back(mapped_end, to);
+    }
+
+    /// Writes the image's bytes over `[from, to)` where it covers, zeroes
+    /// after. No syscall.
+    fn write_back(&mut self, from: usize, to: usize) {
+        if from >= to {
+            return;
+        }
+        // SAFETY: `[0, accessible)` is read-write (the slot is not waiting
+        // for a scrub) and `&mut self` excludes any reference into it.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr(), to) };
+        let src = self.image.as_ref().map_or(&[][..], |i| i.bytes());
+        let copy_end = src.len().clamp(from, to);
+        if copy_end > from {
+            bytes[from..copy_end].copy_from_slice(&src[from..copy_end]);
+        }
+        bytes[copy_end..].fill(0);
+    }
+}
