@@ -13,7 +13,8 @@ fn small() -> PoolingConfig {
         .total_tables(4)
         .max_memory_size(1 << 20)
         .memory_guard_size(64 << 10)
-        .table_elements(16);
+        .table_elements(16)
+        .decommit_batch_size(1);
     c
 }
 

@@ -177,6 +177,8 @@ fn run(args: &Args) -> Result<(), String> {
             .total_instances(args.tenants)
             .total_memories(args.tenants)
             .total_tables(args.tenants)
+            // The layout's table maximum: small table slots share pages.
+            .table_elements(100)
             .memory_keep_resident(args.keep_resident)
             .table_keep_resident(args.keep_resident)
             .memory_protection(args.protection)

@@ -20,8 +20,8 @@ pub(crate) struct TableSlot {
 
 #[derive(Debug)]
 enum Storage {
-    /// A slab slot starting at `base` (host-page aligned), with room for
-    /// `capacity` elements.
+    /// A slab slot starting at `base` (64-byte aligned; host-page aligned
+    /// when it is a page or more), with room for `capacity` elements.
     Slab {
         base: SlotPtr,
         capacity: u32,
@@ -126,6 +126,8 @@ impl TableSlot {
             Storage::Slab { base, .. } => {
                 let base = *base;
                 let page = sys::page_size();
+                // Slots smaller than a page share it: they are only ever
+                // written, never released with `madvise` (used < page).
                 let resident = keep_resident.max(page).min(used);
                 // SAFETY: `[0, used)` is inside this slot, which `&mut self`
                 // holds alone.

@@ -54,16 +54,18 @@ pub const SLOT_PAGES: u64 = (MIB / WASM_PAGE_SIZE) as u64;
 pub const GUARD: usize = 64 << 10;
 
 /// `slots` instances, memories and tables; memory slots of 1 MiB (16 wasm
-/// pages) with 64 KiB guards; one memory and one table per instance; the
-/// rest (tables of 20,000 elements, no keep-resident, batches of 1)
-/// default.
+/// pages) with 64 KiB guards; one memory and one table per instance;
+/// batches of 1, so that a release does its own syscalls (the tests about
+/// batching set their own); the rest (tables of 20,000 elements, no
+/// keep-resident) default.
 pub fn small(slots: u32) -> PoolingConfig {
     let mut c = PoolingConfig::default();
     c.total_instances(slots)
         .total_memories(slots)
         .total_tables(slots)
         .max_memory_size(MIB)
-        .memory_guard_size(GUARD);
+        .memory_guard_size(GUARD)
+        .decommit_batch_size(1);
     c
 }
 

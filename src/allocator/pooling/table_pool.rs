@@ -1,12 +1,14 @@
 //! [`TablePool`]: one read-write reservation of `total_tables` slots of
-//! `table_elements` pointer-sized elements each (each slot rounded up to
-//! the host page so it can be released on its own).
+//! `table_elements` pointer-sized elements each. A slot of a host page or
+//! more is rounded up to whole pages, so it can be released on its own; a
+//! smaller one to a cache line, so that many small tables share a page
+//! (a 10-element table costs 128 bytes, not 4 KiB, of a dense host's RSS).
 //!
 //! ```text
 //!  ┌──────────────────┬──────────────────┬─────┬──────────────────┐
 //!  │ Table 0          │ Table 1          │ ... │ Table N-1        │
 //!  └──────────────────┴──────────────────┴─────┴──────────────────┘
-//!  ◄─ stride = round_up(table_elements * 8, page) ─►
+//!  ◄─ stride = round_up(table_elements * 8, page, or 64 below a page) ─►
 //! ```
 //!
 //! Elements are only reached through bounds-checked calls, so tables need
@@ -46,7 +48,7 @@ impl TablePool {
         let page = sys::page_size();
         let stride = (config.table_elements as usize)
             .checked_mul(ELEM)
-            .and_then(|b| b.checked_next_multiple_of(page));
+            .and_then(|b| b.checked_next_multiple_of(if b < page { 64 } else { page }));
         let total_len = stride.and_then(|s| s.checked_mul(config.total_tables as usize));
         let (Some(stride), Some(total_len)) = (stride, total_len) else {
             return Err(Error::InvalidConfig(format!(
@@ -101,9 +103,10 @@ impl TablePool {
         counters.acquired(Resource::Table);
         counters.resident_sub(taken.state.resident);
         // SAFETY: slot `index` of our read-write slab: `stride` bytes (at
-        // least `elements` elements) at a page-aligned base, zero past any
-        // size (every release clears the used part), and the free lists
-        // just handed it to us alone.
+        // least `elements` elements) at a base aligned to 64 bytes (a page
+        // for slots of a page or more), zero past any size (every release
+        // clears the used part), and the free lists just handed it to us
+        // alone.
         let slot =
             unsafe { TableSlot::in_slab(self.base(taken.index), self.elements, taken.index) };
         Ok((slot, ty.maximum.unwrap_or(u32::MAX).min(self.elements)))
