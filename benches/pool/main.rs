@@ -11,7 +11,7 @@
 
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
 use instance_pool::{
-    InstanceAllocator, InstanceLayout, MemoryImage, MemoryProtection, MemoryType,
+    InstanceAllocator, InstanceLayout, MemoryImage, MemoryLayout, MemoryProtection, MemoryType,
     OnDemandInstanceAllocator, PoolingConfig, PoolingInstanceAllocator, Store, StoreLimits,
     TableType, WASM_PAGE_SIZE,
 };
@@ -290,6 +290,13 @@ fn cold_start(c: &mut Criterion) {
     let keep_mprotect = self::pool(4, |c| {
         c.memory_keep_resident(MIB).memory_protection(MPROTECT);
     });
+    // The dense layout copies the image in: slots of 32 MiB hold images up
+    // to 16 MiB.
+    let dense = self::pool(4, |c| {
+        c.max_memory_size(32 * MIB)
+            .memory_guard_size(64 * KIB)
+            .memory_layout(MemoryLayout::Dense);
+    });
     let on_demand = OnDemandInstanceAllocator::default();
     let start = |allocator: &dyn Fn() -> Store<StoreLimits>, layout: &InstanceLayout| {
         let mut store = allocator();
@@ -329,6 +336,11 @@ fn cold_start(c: &mut Criterion) {
                 )
             })
         });
+        if size <= 16 * MIB {
+            g.bench_function(BenchmarkId::new("pool_dense", name), |b| {
+                b.iter(|| start(&|| Store::new(&dense, StoreLimits::default()), &first))
+            });
+        }
         g.bench_function(BenchmarkId::new("on_demand", name), |b| {
             b.iter(|| start(&|| Store::new(&on_demand, StoreLimits::default()), &first))
         });
@@ -391,6 +403,20 @@ fn pool_new(c: &mut Criterion) {
             b.iter(|| drop(black_box(PoolingInstanceAllocator::new(&config).unwrap())))
         });
     }
+    // The dense layout: 100,000 slots of 128 KiB + 64 KiB guard, tables of
+    // 100 elements; nothing is done per slot until a slot is first used.
+    let mut config = PoolingConfig::default();
+    config
+        .total_instances(100_000)
+        .total_memories(100_000)
+        .total_tables(100_000)
+        .table_elements(100)
+        .max_memory_size(2 * WASM_PAGE_SIZE)
+        .memory_guard_size(64 * KIB)
+        .memory_layout(MemoryLayout::Dense);
+    g.bench_function("dense_100000", |b| {
+        b.iter(|| drop(black_box(PoolingInstanceAllocator::new(&config).unwrap())))
+    });
     g.finish();
 }
 

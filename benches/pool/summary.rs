@@ -240,6 +240,21 @@ pub fn summary(since: SystemTime) {
             None,
         ));
     }
+    if let Some(ns) = t("pool_new/dense_100000") {
+        let met = if ns < 1e7 { "met" } else { "MISSED" };
+        lines.push(format!(
+            "| pool_new: new + drop, 100000 dense slots of 128 KiB + 64 KiB guard | **{}** (target < 10 ms: {met}) | |",
+            fmt_time(ns)
+        ));
+    }
+    for name in ["4KiB", "1MiB", "16MiB"] {
+        lines.extend(ratio(
+            &format!("cold_start: the dense layout (image copied) costs this much of the guarded pool's (mapped), {name} image"),
+            &format!("cold_start/pool_dense/{name}"),
+            &format!("cold_start/pool/{name}"),
+            None,
+        ));
+    }
     for slots in ["1000", "10000"] {
         if let Some(ns) = t(&format!("pool_new/{slots}")) {
             let verdict = match (slots, ns < 1e6) {

@@ -69,10 +69,24 @@ pub fn small(slots: u32) -> PoolingConfig {
     c
 }
 
-/// [`small`]`(4)` with tables of `table_elements`, where an instance may
-/// have two memories and two tables.
+/// [`small`] on the shape named by `INSTANCE_POOL_TEST_SHAPE` (a
+/// [`Shape::name`], e.g. `dense-auto`), else the default one: the contract
+/// tests use it, and `.ci/run` runs them once per shape.
+pub fn contract(slots: u32) -> PoolingConfig {
+    let mut c = small(slots);
+    if let Ok(wanted) = std::env::var("INSTANCE_POOL_TEST_SHAPE") {
+        let shape = SHAPES.iter().find(|s| s.name() == wanted);
+        shape
+            .unwrap_or_else(|| panic!("INSTANCE_POOL_TEST_SHAPE={wanted}: no such shape"))
+            .apply(&mut c);
+    }
+    c
+}
+
+/// [`contract`]`(4)` with tables of `table_elements`, where an instance
+/// may have two memories and two tables.
 pub fn small_two_per_instance(table_elements: u32) -> PoolingConfig {
-    let mut c = small(4);
+    let mut c = contract(4);
     c.max_memories_per_instance(2)
         .max_tables_per_instance(2)
         .table_elements(table_elements);
