@@ -194,15 +194,12 @@ fn a_batch_of_neighbouring_slots_is_revoked_with_one_call_per_step() {
     }
 }
 
-#[test]
-fn with_guard_markers_slots_that_are_not_neighbours_share_a_batch() {
-    let mut c = config::small(8);
-    c.decommit_batch_size(4)
-        .memory_protection(MemoryProtection::GuardMarkers);
-    let p = config::pool(&c);
-    let mut stores: Vec<_> = (0..8)
+/// `n` stores, each with a one-page memory grown by a page and written
+/// all over.
+fn grown_stores(p: &PoolingInstanceAllocator, n: usize) -> Vec<Store<()>> {
+    (0..n)
         .map(|_| {
-            let mut s = Store::new(&p, ());
+            let mut s = Store::new(p, ());
             let m = s
                 .instantiate(&one_memory(1, None))
                 .unwrap()
@@ -212,17 +209,14 @@ fn with_guard_markers_slots_that_are_not_neighbours_share_a_batch() {
             m.data_mut(&mut s).fill(1);
             s
         })
-        .collect();
-    // Every other slot: no two released neighbours.
-    let odd: Vec<_> = (0..4).map(|i| stores.remove(i)).collect();
-    fault::reset();
-    drop(odd);
-    let c = fault::counts();
-    assert_eq!((c.process_madvise, c.madvise, c.guard), (2, 0, 0), "{c:?}");
-    // Each comes back zeroed.
-    let again: Vec<_> = (0..4)
+        .collect()
+}
+
+/// `n` stores, each with a one-page memory checked to read as zeroes.
+fn fresh_stores(p: &PoolingInstanceAllocator, n: usize) -> Vec<Store<()>> {
+    (0..n)
         .map(|_| {
-            let mut s = Store::new(&p, ());
+            let mut s = Store::new(p, ());
             let m = s
                 .instantiate(&one_memory(1, None))
                 .unwrap()
@@ -231,7 +225,24 @@ fn with_guard_markers_slots_that_are_not_neighbours_share_a_batch() {
             assert!(m.data(&s).iter().all(|&b| b == 0));
             s
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn with_guard_markers_slots_that_are_not_neighbours_share_a_batch() {
+    let mut c = config::small(8);
+    c.decommit_batch_size(4)
+        .memory_protection(MemoryProtection::GuardMarkers);
+    let p = config::pool(&c);
+    let mut stores: Vec<_> = grown_stores(&p, 8);
+    // Every other slot: no two released neighbours.
+    let odd: Vec<_> = (0..4).map(|i| stores.remove(i)).collect();
+    fault::reset();
+    drop(odd);
+    let c = fault::counts();
+    assert_eq!((c.process_madvise, c.madvise, c.guard), (2, 0, 0), "{c:?}");
+    // Each comes back zeroed.
+    let again: Vec<_> = fresh_stores(&p, 4);
     drop((again, stores));
 }
 
@@ -241,19 +252,7 @@ fn a_refused_process_madvise_falls_back_to_madvise() {
     c.decommit_batch_size(4)
         .memory_protection(MemoryProtection::GuardMarkers);
     let p = config::pool(&c);
-    let stores: Vec<_> = (0..4)
-        .map(|_| {
-            let mut s = Store::new(&p, ());
-            let m = s
-                .instantiate(&one_memory(1, None))
-                .unwrap()
-                .memory(&s, 0)
-                .unwrap();
-            m.grow(&mut s, 1).unwrap();
-            m.data_mut(&mut s).fill(1);
-            s
-        })
-        .collect();
+    let stores: Vec<_> = grown_stores(&p, 4);
     fault::reset();
     // As a seccomp filter installed after the pool was made would.
     fault::refuse(Syscall::ProcessMadvise);
@@ -261,18 +260,7 @@ fn a_refused_process_madvise_falls_back_to_madvise() {
     let c = fault::counts();
     assert_eq!((c.process_madvise, c.madvise, c.guard), (2, 4, 4), "{c:?}");
     fault::reset();
-    let stores: Vec<_> = (0..4)
-        .map(|_| {
-            let mut s = Store::new(&p, ());
-            let m = s
-                .instantiate(&one_memory(1, None))
-                .unwrap()
-                .memory(&s, 0)
-                .unwrap();
-            assert!(m.data(&s).iter().all(|&b| b == 0));
-            s
-        })
-        .collect();
+    let stores: Vec<_> = fresh_stores(&p, 4);
     assert_eq!(p.metrics().memories_in_use, 4);
     drop(stores);
 }

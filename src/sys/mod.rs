@@ -318,21 +318,8 @@ pub unsafe fn map_file_private_fixed(ptr: SlotPtr, len: usize, fd: impl AsFd) ->
 /// # References
 /// mmap(2)
 pub unsafe fn map_anonymous_none_fixed(ptr: SlotPtr, len: usize) -> io::Result<()> {
-    if len == 0 {
-        return Ok(());
-    }
-    check(Syscall::Mmap)?;
-    // SAFETY: MAP_FIXED replaces only the caller's own range, which nothing
-    // references.
-    unsafe {
-        rustix::mm::mmap_anonymous(
-            ptr.as_ptr().cast(),
-            len,
-            ProtFlags::empty(),
-            MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE,
-        )?
-    };
-    Ok(())
+    // SAFETY: the caller's promise.
+    unsafe { map_anonymous_fixed(ptr, len, ProtFlags::empty()) }
 }
 
 /// Replaces `[ptr, ptr + len)` with fresh anonymous read-write,
@@ -340,12 +327,18 @@ pub unsafe fn map_anonymous_none_fixed(ptr: SlotPtr, len: usize) -> io::Result<(
 /// mapping of the same kind the kernel merges the two.
 ///
 /// # Safety
-/// The range lies inside a reservation the caller owns, and no live Rust
-/// reference points into it.
+/// As [`map_anonymous_none_fixed`].
 ///
 /// # References
 /// mmap(2)
 pub unsafe fn map_anonymous_rw_fixed(ptr: SlotPtr, len: usize) -> io::Result<()> {
+    // SAFETY: the caller's promise.
+    unsafe { map_anonymous_fixed(ptr, len, ProtFlags::READ | ProtFlags::WRITE) }
+}
+
+/// # Safety
+/// As [`map_anonymous_none_fixed`].
+unsafe fn map_anonymous_fixed(ptr: SlotPtr, len: usize, prot: ProtFlags) -> io::Result<()> {
     if len == 0 {
         return Ok(());
     }
@@ -356,7 +349,7 @@ pub unsafe fn map_anonymous_rw_fixed(ptr: SlotPtr, len: usize) -> io::Result<()>
         rustix::mm::mmap_anonymous(
             ptr.as_ptr().cast(),
             len,
-            ProtFlags::READ | ProtFlags::WRITE,
+            prot,
             MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE,
         )?
     };
