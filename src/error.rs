@@ -50,6 +50,14 @@ pub enum Error {
         /// The pool-wide number of slots of that kind.
         limit: u32,
     },
+    /// Every stack of a [`StackPool`](crate::StackPool) is taken. (A
+    /// variant of its own: [`Resource`] names what a store holds, and a new
+    /// variant there would break every exhaustive match on it.)
+    #[error("maximum concurrent limit of {limit} for stacks reached")]
+    StacksExhausted {
+        /// The pool's number of stacks.
+        limit: u32,
+    },
     /// The store's own cap on the number of instances, memories or tables
     /// (from [`ResourceLimiter::instances`](crate::ResourceLimiter::instances)
     /// and friends) would be exceeded.

@@ -14,9 +14,12 @@ mod sys;
 mod table;
 
 pub use allocator::{
-    InstanceAllocator, OnDemandInstanceAllocator, PoolMetrics, PoolingInstanceAllocator,
+    InstanceAllocator, OnDemandInstanceAllocator, PoolMetrics, PooledStack,
+    PoolingInstanceAllocator, StackPool, StackPoolMetrics,
 };
-pub use config::{DENSE_MAX_STRIDE, MemoryLayout, MemoryProtection, PoolingConfig};
+pub use config::{
+    DENSE_MAX_STRIDE, MemoryLayout, MemoryProtection, PoolingConfig, StackPoolConfig,
+};
 pub use error::{Error, Resource};
 pub use image::MemoryImage;
 pub use layout::{InstanceLayout, MemoryType, TableType};

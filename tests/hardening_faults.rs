@@ -42,3 +42,27 @@ fn a_failed_reset_still_resets_every_memory_before_returning_the_error() {
     store.reset().unwrap();
     assert_eq!(a.size(&store), 1);
 }
+
+#[test]
+fn a_stack_that_cannot_be_made_usable_stays_in_the_pool() {
+    for protection in [MemoryProtection::GuardMarkers, MemoryProtection::Mprotect] {
+        let mut c = StackPoolConfig::default();
+        c.total_stacks(1)
+            .stack_size(64 << 10)
+            .stack_protection(protection);
+        let pool = StackPool::new(&c).unwrap();
+        fault::reset();
+        fault::fail_nth(1); // the first use's guard install or mprotect
+        assert!(
+            matches!(pool.allocate(), Err(Error::Os(_))),
+            "{protection:?}"
+        );
+        fault::reset();
+        assert_eq!(pool.metrics().stacks_in_use, 0, "{protection:?}");
+        let s = pool.allocate().unwrap();
+        // SAFETY: the stack's own bytes, read-write once allocated.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(s.bottom(), s.size()) };
+        bytes.fill(1);
+        assert_eq!(pool.metrics().stacks_in_use, 1);
+    }
+}

@@ -25,7 +25,8 @@ fn home_of(name: &str) -> Option<&'static str> {
     Some(match name {
         "Error" | "Resource" => "error",
         "Result" | "WASM_PAGE_SIZE" | "host_page_size" | "kernel_mappings" => "lib",
-        "PoolingConfig" | "MemoryProtection" | "MemoryLayout" | "DENSE_MAX_STRIDE" => "config",
+        "PoolingConfig" | "MemoryProtection" | "MemoryLayout" | "DENSE_MAX_STRIDE"
+        | "StackPoolConfig" => "config",
         "MemoryImage" => "image",
         "InstanceLayout" | "MemoryType" | "TableType" => "layout",
         "ResourceLimiter"
@@ -36,7 +37,10 @@ fn home_of(name: &str) -> Option<&'static str> {
         "InstanceAllocator"
         | "PoolingInstanceAllocator"
         | "OnDemandInstanceAllocator"
-        | "PoolMetrics" => "allocator",
+        | "PoolMetrics"
+        | "StackPool"
+        | "PooledStack"
+        | "StackPoolMetrics" => "allocator",
         "Store" | "Instance" => "store",
         "Memory" => "memory",
         "Table" => "table",

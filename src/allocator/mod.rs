@@ -13,7 +13,9 @@ mod pooling;
 
 pub use on_demand::OnDemandInstanceAllocator;
 pub(crate) use pooling::Pool;
-pub use pooling::{PoolMetrics, PoolingInstanceAllocator};
+pub use pooling::{
+    PoolMetrics, PooledStack, PoolingInstanceAllocator, StackPool, StackPoolMetrics,
+};
 
 use crate::layout::MemoryPlan;
 use crate::slot::{MemorySlot, TableSlot};

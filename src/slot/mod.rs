@@ -46,10 +46,12 @@
 mod memory;
 mod restore;
 mod revoke;
+mod stack;
 mod table;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use memory::{ImageWork, MemorySlot, SlotMode};
 pub(crate) use revoke::{Parked, Queued, Released, revoke, revoke_marked};
+pub(crate) use stack::StackSlot;
 pub(crate) use table::TableSlot;

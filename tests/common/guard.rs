@@ -10,8 +10,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
 const CASE_VAR: &str = "INSTANCE_POOL_GUARD_CASE";
-/// Which `MemoryProtection` the child's pools use (see [`config`]).
-const PROTECTION_VAR: &str = "INSTANCE_POOL_GUARD_PROTECTION";
+/// Which shape (`Shape::name`) the child's pools use (see [`config`]).
+pub const PROTECTION_VAR: &str = "INSTANCE_POOL_GUARD_PROTECTION";
 const SIGBUS: i32 = 7;
 const SIGSEGV: i32 = 11;
 

@@ -8,9 +8,11 @@ mod decommit;
 mod index;
 mod memory_pool;
 mod metrics;
+mod stack_pool;
 mod table_pool;
 
 pub use metrics::PoolMetrics;
+pub use stack_pool::{PooledStack, StackPool, StackPoolMetrics};
 
 use crate::config::PoolingConfig;
 use crate::layout::MemoryPlan;

@@ -1,0 +1,264 @@
+//! [`StackPool`]: fiber stacks for hosts that run tenants on their own
+//! stacks (async hosts, Wasmtime's `StackCreator`), from one reservation.
+//!
+//! ```text
+//!  ┌───────┬──────────────┬───────┬──────────────┬─────┬───────┬──────────────┐
+//!  │ Guard │   Stack 0    │ Guard │   Stack 1    │ ... │ Guard │  Stack N-1   │
+//!  └───────┴──────────────┴───────┴──────────────┴─────┴───────┴──────────────┘
+//!  ◄guard─►◄─stack_size──►
+//!  ◄────── stride ───────►      bottom(i) = reservation + i * stride + guard
+//! ```
+//!
+//! Stacks grow down, so each has its guard *below* it: an overflow faults.
+//! Where the kernel has guard markers the reservation is read-write and a
+//! stack's guard is marked when the stack is first used (the mapping count
+//! stays constant); elsewhere the reservation is `PROT_NONE` and a stack is
+//! made read-write with `mprotect` at its first use. A released stack is
+//! zeroed ([`StackSlot::reset`]) before anyone gets it again.
+
+use super::index::{SlotIndex, Taken, default_shards};
+use crate::config::StackPoolConfig;
+use crate::slot::StackSlot;
+use crate::sys::{self, Mmap, SlotPtr};
+use crate::{Error, MemoryProtection, Result};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+/// A pool of fiber stacks. Clones share the pool; a [`PooledStack`] keeps
+/// it alive and goes back to it, zeroed, when dropped.
+#[derive(Clone)]
+pub struct StackPool {
+    inner: Arc<Stacks>,
+}
+
+struct Stacks {
+    config: StackPoolConfig,
+    slab: Mmap,
+    stride: usize,
+    /// Guards are guard markers in a read-write slab (else `PROT_NONE`).
+    markers: bool,
+    index: SlotIndex<StackState>,
+    in_use: AtomicU32,
+    acquisitions: AtomicU64,
+    exhausted: AtomicU64,
+    resident: AtomicI64,
+}
+
+/// What a free stack keeps.
+#[derive(Debug, Default)]
+struct StackState {
+    /// Made usable already (its guard marked, or its stack read-write).
+    ready: bool,
+    /// Bytes its last reset kept resident.
+    resident: usize,
+}
+
+/// A snapshot of a [`StackPool`]'s counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StackPoolMetrics {
+    /// Stacks held by users.
+    pub stacks_in_use: u32,
+    /// Idle stacks that were used before.
+    pub unused_warm_stacks: u32,
+    /// Bytes resets kept resident in idle stacks.
+    pub unused_resident_bytes: u64,
+    /// Stacks handed out since the pool was made.
+    pub stack_acquisitions: u64,
+    /// Acquisitions refused because every stack was taken.
+    pub stacks_exhausted: u64,
+    /// Whether guards are guard markers (else `PROT_NONE` mappings).
+    pub guard_markers: bool,
+}
+
+/// A stack of a [`StackPool`]: usable from [`top`](Self::top) down to
+/// [`bottom`](Self::bottom); the bytes below `bottom` fault. Returned to the
+/// pool, zeroed, when dropped.
+pub struct PooledStack {
+    pool: Arc<Stacks>,
+    slot: Option<StackSlot>,
+}
+
+impl std::fmt::Debug for PooledStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledStack")
+            .field("bottom", &self.bottom())
+            .field("size", &self.size())
+            .finish()
+    }
+}
+
+impl StackPool {
+    /// Validates `config` and reserves the stacks.
+    ///
+    /// [`Error::InvalidConfig`], naming the field and value, for sizes that
+    /// are not multiples of the host page, a stack size or guard of 0, a
+    /// keep-resident size above the stack size, and a reservation that
+    /// overflows or that `mmap` refuses. Nothing is done per stack until
+    /// it is first used.
+    pub fn new(config: &StackPoolConfig) -> Result<StackPool> {
+        config.validate()?;
+        let stride = config.stack_size.checked_add(config.stack_guard_size);
+        let total = stride.and_then(|s| s.checked_mul(config.total_stacks as usize));
+        let (Some(stride), Some(total)) = (stride, total) else {
+            return Err(Error::InvalidConfig(format!(
+                "stack reservation overflows: total_stacks ({}) x (stack_size ({}) + stack_guard_size ({}))",
+                config.total_stacks, config.stack_size, config.stack_guard_size
+            )));
+        };
+        let markers = match config.stack_protection {
+            MemoryProtection::Auto => sys::features().guard_markers,
+            MemoryProtection::GuardMarkers => true,
+            MemoryProtection::Mprotect => false,
+        };
+        let slab = if markers {
+            Mmap::read_write(total)
+        } else {
+            Mmap::reserve(total)
+        };
+        let slab = slab.map_err(|e| {
+            Error::InvalidConfig(format!(
+                "cannot reserve {total} bytes for {} stacks (stack_size {}, stack_guard_size {}): {e}",
+                config.total_stacks, config.stack_size, config.stack_guard_size
+            ))
+        })?;
+        Ok(StackPool {
+            inner: Arc::new(Stacks {
+                config: config.clone(),
+                slab,
+                stride,
+                markers,
+                index: SlotIndex::new(config.total_stacks, default_shards(), u32::MAX),
+                in_use: AtomicU32::new(0),
+                acquisitions: AtomicU64::new(0),
+                exhausted: AtomicU64::new(0),
+                resident: AtomicI64::new(0),
+            }),
+        })
+    }
+
+    /// A stack, zeroed: [`Error::StacksExhausted`] when every stack is
+    /// taken, [`Error::Os`] if a
+    /// never-used stack cannot be made usable (it stays in the pool).
+    pub fn allocate(&self) -> Result<PooledStack> {
+        let p = &self.inner;
+        let Some(Taken { index, state }) = p.index.acquire(0) else {
+            p.exhausted.fetch_add(1, Relaxed);
+            return Err(Error::StacksExhausted {
+                limit: p.config.total_stacks,
+            });
+        };
+        let (guard, bottom) = p.stack(index);
+        if !state.ready {
+            // SAFETY: the guard and the stack are this slot's own part of
+            // our reservation, never used before, referenced by nobody.
+            let ready = unsafe {
+                if p.markers {
+                    sys::guard_install(guard, p.config.stack_guard_size)
+                } else {
+                    sys::protect_read_write(bottom, p.config.stack_size)
+                }
+            };
+            if let Err(e) = ready {
+                p.index.release(index, 0, StackState::default());
+                return Err(Error::Os(e));
+            }
+        }
+        p.resident.fetch_sub(state.resident as i64, Relaxed);
+        p.in_use.fetch_add(1, Relaxed);
+        p.acquisitions.fetch_add(1, Relaxed);
+        // SAFETY: the stack is read-write (made so now or at its first
+        // use), ours alone from the free lists, and zero: never used, or
+        // reset by the release that freed it.
+        let slot = unsafe { StackSlot::in_slab(bottom, p.config.stack_size, index) };
+        Ok(PooledStack {
+            pool: p.clone(),
+            slot: Some(slot),
+        })
+    }
+
+    /// A snapshot of the pool's counts.
+    pub fn metrics(&self) -> StackPoolMetrics {
+        let p = &self.inner;
+        StackPoolMetrics {
+            stacks_in_use: p.in_use.load(Relaxed),
+            unused_warm_stacks: p.index.unused_warm(),
+            unused_resident_bytes: p.resident.load(Relaxed).max(0) as u64,
+            stack_acquisitions: p.acquisitions.load(Relaxed),
+            stacks_exhausted: p.exhausted.load(Relaxed),
+            guard_markers: p.markers,
+        }
+    }
+
+    /// The configuration the pool was made with.
+    pub fn config(&self) -> &StackPoolConfig {
+        &self.inner.config
+    }
+}
+
+impl std::fmt::Debug for StackPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackPool")
+            .field("config", &self.inner.config)
+            .field("guard_markers", &self.inner.markers)
+            .finish()
+    }
+}
+
+impl Stacks {
+    /// The guard and the bottom of stack `index`.
+    fn stack(&self, index: u32) -> (SlotPtr, SlotPtr) {
+        debug_assert!(index < self.config.total_stacks);
+        // SAFETY: index < total_stacks, so both offsets lie inside the
+        // reservation of total_stacks * stride bytes.
+        unsafe {
+            let guard = self.slab.ptr().add(index as usize * self.stride);
+            (guard, guard.add(self.config.stack_guard_size))
+        }
+    }
+}
+
+impl PooledStack {
+    fn slot(&self) -> &StackSlot {
+        self.slot.as_ref().expect("a stack is held until dropped")
+    }
+
+    /// One past the highest usable byte: where the stack pointer starts
+    /// (16-byte aligned).
+    pub fn top(&self) -> *mut u8 {
+        self.slot().top()
+    }
+
+    /// The lowest usable byte; the guard is below it.
+    pub fn bottom(&self) -> *mut u8 {
+        self.slot().bottom()
+    }
+
+    /// Usable bytes.
+    pub fn size(&self) -> usize {
+        self.slot().size()
+    }
+
+    /// Bytes below [`bottom`](Self::bottom) that always fault.
+    pub fn guard_size(&self) -> usize {
+        self.pool.config.stack_guard_size
+    }
+}
+
+impl Drop for PooledStack {
+    fn drop(&mut self) {
+        let Some(mut slot) = self.slot.take() else {
+            return;
+        };
+        let p = &self.pool;
+        let resident = slot.reset(p.config.stack_keep_resident);
+        p.resident.fetch_add(resident as i64, Relaxed);
+        // Not in use before it is free: in_use never exceeds the total.
+        p.in_use.fetch_sub(1, Relaxed);
+        let state = StackState {
+            ready: true,
+            resident,
+        };
+        p.index.release(slot.index(), 0, state);
+    }
+}
