@@ -2,6 +2,7 @@
 //! and failure injection. Counts and failures are per thread so tests
 //! running side by side do not see each other.
 
+pub use super::Features;
 use super::Syscall;
 use std::cell::Cell;
 use std::io;
@@ -46,6 +47,7 @@ thread_local! {
         guard: 0, process_madvise: 0, pagemap_scan: 0,
     }) };
     static REFUSED: Cell<Option<Syscall>> = const { Cell::new(None) };
+    static FORCED: Cell<Option<Features>> = const { Cell::new(None) };
     static FAIL_IN: Cell<u64> = const { Cell::new(0) };
     static FAIL_MORE: Cell<u64> = const { Cell::new(0) };
 }
@@ -59,6 +61,7 @@ pub fn counts() -> SyscallCounts {
 pub fn reset() {
     COUNTS.with(|c| c.set(SyscallCounts::default()));
     REFUSED.with(|r| r.set(None));
+    FORCED.with(|f| f.set(None));
     FAIL_IN.with(|f| f.set(0));
     FAIL_MORE.with(|f| f.set(0));
 }
@@ -82,6 +85,17 @@ pub fn fail_nth_times(n: u64, times: u64) {
 /// counted but do not count towards [`fail_nth`].
 pub fn refuse(op: Syscall) {
     REFUSED.with(|r| r.set(Some(op)));
+}
+
+/// Make this thread see `features` as what the kernel supports (as an
+/// older kernel would report), until [`reset`]; `None` goes back to the
+/// probed truth. Pools made on this thread then take the fallbacks.
+pub fn force_features(features: Option<Features>) {
+    FORCED.with(|f| f.set(features));
+}
+
+pub(super) fn forced_features() -> Option<Features> {
+    FORCED.with(|f| f.get())
 }
 
 /// Whether the failure set by [`fail_nth`] has not happened yet.

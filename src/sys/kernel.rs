@@ -80,7 +80,7 @@ pub struct Features {
 }
 
 /// The kernel's features (probed at the first call).
-pub fn features() -> Features {
+pub fn probed() -> Features {
     static FEATURES: OnceLock<Features> = OnceLock::new();
     *FEATURES.get_or_init(probe)
 }

@@ -48,8 +48,18 @@ mod kernel;
 mod tests;
 
 pub use kernel::{
-    RangeAdvice, WrittenPages, features, guard_install, guard_remove, madvise_ranges, written_pages,
+    Features, RangeAdvice, WrittenPages, guard_install, guard_remove, madvise_ranges, written_pages,
 };
+
+/// What the kernel supports: probed once per process, or, in tests, what
+/// [`fault::force_features`] says an older kernel would report.
+pub fn features() -> Features {
+    #[cfg(feature = "fault-injection")]
+    if let Some(forced) = fault::forced_features() {
+        return forced;
+    }
+    kernel::probed()
+}
 
 #[inline(always)]
 fn check(_op: Syscall) -> io::Result<()> {
