@@ -85,19 +85,10 @@ fn without_process_madvise_a_batch_is_one_madvise_per_range() {
         c.decommit_batch_size(4);
         let pool = config::pool(&c);
         assert!(!pool.metrics().batched_revocation);
-        let stores: Vec<_> = (0..4)
-            .map(|_| {
-                let mut s = Store::new(&pool, ());
-                let m = s
-                    .instantiate(&common::one_memory(1, None))
-                    .unwrap()
-                    .memory(&s, 0)
-                    .unwrap();
-                m.grow(&mut s, 1).unwrap();
-                m.data_mut(&mut s).fill(1);
-                s
-            })
-            .collect();
+        let stores = common::stores_with(&pool, 4, |s, m| {
+            m.grow(s, 1).unwrap();
+            m.data_mut(s).fill(1);
+        });
         let before = fault::counts();
         drop(stores);
         let c = fault::counts();

@@ -197,35 +197,15 @@ fn a_batch_of_neighbouring_slots_is_revoked_with_one_call_per_step() {
 /// `n` stores, each with a one-page memory grown by a page and written
 /// all over.
 fn grown_stores(p: &PoolingInstanceAllocator, n: usize) -> Vec<Store<()>> {
-    (0..n)
-        .map(|_| {
-            let mut s = Store::new(p, ());
-            let m = s
-                .instantiate(&one_memory(1, None))
-                .unwrap()
-                .memory(&s, 0)
-                .unwrap();
-            m.grow(&mut s, 1).unwrap();
-            m.data_mut(&mut s).fill(1);
-            s
-        })
-        .collect()
+    common::stores_with(p, n, |s, m| {
+        m.grow(s, 1).unwrap();
+        m.data_mut(s).fill(1);
+    })
 }
 
 /// `n` stores, each with a one-page memory checked to read as zeroes.
 fn fresh_stores(p: &PoolingInstanceAllocator, n: usize) -> Vec<Store<()>> {
-    (0..n)
-        .map(|_| {
-            let mut s = Store::new(p, ());
-            let m = s
-                .instantiate(&one_memory(1, None))
-                .unwrap()
-                .memory(&s, 0)
-                .unwrap();
-            assert!(m.data(&s).iter().all(|&b| b == 0));
-            s
-        })
-        .collect()
+    common::stores_with(p, n, |s, m| assert!(m.data(s).iter().all(|&b| b == 0)))
 }
 
 #[test]

@@ -28,7 +28,9 @@ pub mod model;
 #[allow(dead_code, reason = "only the failure and interruption tests use it")]
 pub mod tenants;
 
-use instance_pool::{InstanceLayout, MemoryType, PoolingInstanceAllocator, Resource, TableType};
+use instance_pool::{
+    InstanceLayout, Memory, MemoryType, PoolingInstanceAllocator, Resource, Store, TableType,
+};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -130,4 +132,26 @@ pub fn one_memory(min: u64, max: Option<u64>) -> InstanceLayout {
 #[allow(dead_code, reason = "not every test binary uses it")]
 pub fn one_table(min: u32, max: Option<u32>) -> InstanceLayout {
     InstanceLayout::new().table(TableType::new(min, max))
+}
+
+/// `n` stores on `pool`, each with one memory of one page, handed to `each`
+/// once instantiated.
+#[allow(dead_code, reason = "not every test binary builds stores in bulk")]
+pub fn stores_with(
+    pool: &PoolingInstanceAllocator,
+    n: usize,
+    each: impl Fn(&mut Store<()>, Memory),
+) -> Vec<Store<()>> {
+    (0..n)
+        .map(|_| {
+            let mut s = Store::new(pool, ());
+            let m = s
+                .instantiate(&one_memory(1, None))
+                .unwrap()
+                .memory(&s, 0)
+                .unwrap();
+            each(&mut s, m);
+            s
+        })
+        .collect()
 }
