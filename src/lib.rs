@@ -12,6 +12,8 @@ mod slot;
 mod store;
 mod sys;
 mod table;
+#[cfg(feature = "wasmtime")]
+pub mod wasmtime;
 
 pub use allocator::{
     InstanceAllocator, OnDemandInstanceAllocator, PoolMetrics, PooledStack,

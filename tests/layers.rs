@@ -16,6 +16,8 @@ fn layer(module: &str) -> Option<u32> {
         "limits" => 4,
         "store" => 5,
         "memory" | "table" => 6,
+        // Engine adapters (features): on top of everything.
+        "wasmtime" => 7,
         _ => return None,
     })
 }

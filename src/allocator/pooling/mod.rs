@@ -226,6 +226,11 @@ impl Pool {
         (self.memories.keep_resident(), self.tables.keep_resident())
     }
 
+    /// `(slot size, trailing guard)` of a memory slot, in bytes.
+    pub(crate) fn memory_geometry(&self) -> (usize, usize) {
+        (self.memories.slot_size(), self.config.memory_guard_size)
+    }
+
     /// How long `instantiate_async` waits for a slot by default.
     pub(crate) fn admission_timeout(&self) -> Duration {
         self.config.admission_timeout

@@ -1,0 +1,196 @@
+//! [`PooledMemoryCreator`]: Wasmtime's linear memories in the pool's slots.
+
+use crate::allocator::Pool;
+use crate::layout::MemoryPlan;
+use crate::slot::MemorySlot;
+use crate::{MemoryType, PoolingInstanceAllocator, WASM_PAGE_SIZE};
+use std::sync::Arc;
+
+/// A [`wasmtime::MemoryCreator`] that places every linear memory in a memory
+/// slot of a [`PoolingInstanceAllocator`] (either layout). See the
+/// [module docs](super) for what it needs from Wasmtime's `Config`.
+///
+/// Each memory takes one slot of the pool's `total_memories` (the pool's
+/// `total_instances` is not counted: Wasmtime keeps its own instance
+/// records), and the pool's metrics count it like a store's.
+#[derive(Clone)]
+pub struct PooledMemoryCreator {
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for PooledMemoryCreator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (slot, guard) = self.pool.memory_geometry();
+        f.debug_struct("PooledMemoryCreator")
+            .field("slot_size", &slot)
+            .field("guard_size", &guard)
+            .finish()
+    }
+}
+
+impl PooledMemoryCreator {
+    /// A creator drawing from `pool` (which it keeps alive).
+    pub fn new(pool: &PoolingInstanceAllocator) -> Self {
+        PooledMemoryCreator {
+            pool: pool.inner.clone(),
+        }
+    }
+
+    /// Sets this creator on `config`, with the memory settings it needs (see
+    /// the [module docs](super)): the on-demand strategy, a reservation of
+    /// the pool's `max_memory_size` and a guard of its
+    /// `memory_guard_size`, memories that never move, and no copy-on-write
+    /// data initialisation.
+    pub fn install(self, config: &mut wasmtime::Config) -> &mut wasmtime::Config {
+        let (slot, guard) = self.pool.memory_geometry();
+        config
+            .allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand)
+            .memory_reservation(slot as u64)
+            .memory_guard_size(guard as u64)
+            .memory_reservation_for_growth(0)
+            .memory_may_move(false)
+            .memory_init_cow(false)
+            .with_host_memory(Arc::new(self))
+    }
+
+    /// Checks a request against the slots and takes one, `minimum` bytes
+    /// accessible and zero. On error nothing is taken.
+    fn create(
+        &self,
+        ty: &wasmtime::MemoryType,
+        minimum: usize,
+        reserved: Option<usize>,
+        guard: usize,
+    ) -> Result<PooledLinearMemory, String> {
+        let (slot_size, slot_guard) = self.pool.memory_geometry();
+        if ty.page_size() != WASM_PAGE_SIZE as u64 {
+            return Err(format!(
+                "instance_pool: a memory page size of {} bytes is not supported (only {WASM_PAGE_SIZE})",
+                ty.page_size()
+            ));
+        }
+        let reserved = reserved.unwrap_or(slot_size);
+        if reserved > slot_size {
+            return Err(format!(
+                "instance_pool: Wasmtime asks a reservation of {reserved} bytes, above the pool's slots of {slot_size} (max_memory_size); set Config::memory_reservation to at most {slot_size}"
+            ));
+        }
+        // What faults after the reservation: the rest of the slot, then its
+        // trailing guard.
+        let faulting = slot_size - reserved + slot_guard;
+        if guard > faulting {
+            return Err(format!(
+                "instance_pool: Wasmtime asks a guard of {guard} bytes after a reservation of {reserved}, but only {faulting} bytes fault there (memory_guard_size {slot_guard}); set Config::memory_guard_size to at most {faulting}"
+            ));
+        }
+        if minimum > reserved {
+            return Err(format!(
+                "instance_pool: a minimum of {minimum} bytes exceeds the reservation of {reserved}"
+            ));
+        }
+        let plan = MemoryPlan {
+            ty: MemoryType::new((minimum / WASM_PAGE_SIZE) as u64, None),
+            image: None,
+        };
+        let (mut slot, _maximum) = self
+            .pool
+            .acquire_memory(&plan)
+            .map_err(|e| format!("instance_pool: {e}"))?;
+        if let Err(e) = self.pool.prepare_memory(&mut slot, &plan, minimum) {
+            self.pool.release_memory(slot, &plan);
+            return Err(format!(
+                "instance_pool: preparing a memory of {minimum} bytes: {e}"
+            ));
+        }
+        Ok(PooledLinearMemory {
+            pool: self.pool.clone(),
+            slot: Some(slot),
+            plan,
+            capacity: reserved,
+        })
+    }
+}
+
+// SAFETY: every memory this creator returns is a pool slot held alone by
+// the returned `PooledLinearMemory` until Wasmtime drops it: page aligned,
+// `minimum` bytes accessible and zero (a fresh or reset slot), never moving,
+// and followed, past its size, by at least `reserved + guard` bytes that
+// fault (checked in `create`; the slot layer keeps every byte past the size
+// faulting).
+unsafe impl wasmtime::MemoryCreator for PooledMemoryCreator {
+    fn new_memory(
+        &self,
+        ty: wasmtime::MemoryType,
+        minimum: usize,
+        _maximum: Option<usize>,
+        reserved_size_in_bytes: Option<usize>,
+        guard_size_in_bytes: usize,
+    ) -> Result<Box<dyn wasmtime::LinearMemory>, String> {
+        let memory = self.create(&ty, minimum, reserved_size_in_bytes, guard_size_in_bytes)?;
+        Ok(Box::new(memory))
+    }
+}
+
+/// A Wasmtime linear memory in a pool slot; back to the pool, reset, when
+/// Wasmtime drops it.
+pub struct PooledLinearMemory {
+    pool: Arc<Pool>,
+    slot: Option<MemorySlot>,
+    plan: MemoryPlan,
+    /// The reservation Wasmtime asked for: growth never goes past it.
+    capacity: usize,
+}
+
+impl std::fmt::Debug for PooledLinearMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledLinearMemory")
+            .field("size", &self.slot().size())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl PooledLinearMemory {
+    fn slot(&self) -> &MemorySlot {
+        self.slot
+            .as_ref()
+            .expect("a memory holds its slot until dropped")
+    }
+}
+
+// SAFETY: `as_ptr` is the slot's fixed base; `[0, byte_size)` is read-write
+// and ours; `grow_to` only widens access inside the slot (never past the
+// reservation) and never moves the base; everything past the size faults.
+unsafe impl wasmtime::LinearMemory for PooledLinearMemory {
+    fn byte_size(&self) -> usize {
+        self.slot().size()
+    }
+
+    fn byte_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
+        if new_size > self.capacity {
+            wasmtime::bail!(
+                "instance_pool: growing to {new_size} bytes exceeds the reservation of {}",
+                self.capacity
+            );
+        }
+        let slot = self.slot.as_mut().expect("a memory holds its slot");
+        slot.resize(new_size.max(slot.size()))
+            .map_err(wasmtime::Error::new)
+    }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.slot().base().as_ptr()
+    }
+}
+
+impl Drop for PooledLinearMemory {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.pool.release_memory(slot, &self.plan);
+        }
+    }
+}

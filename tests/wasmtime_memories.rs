@@ -1,0 +1,253 @@
+//! Wasmtime's JIT code on pooled memories (`PooledMemoryCreator`): traps in
+//! the guard region on fresh and reused slots, `memory.grow` against
+//! `StoreLimits`, no byte of one tenant read by the next, slots back in the
+//! pool, and refusals that leave the pool as it was. Every case runs on
+//! each pool shape.
+
+mod common;
+
+use common::config::{GUARD, MIB, SHAPES, Shape, small};
+use instance_pool::wasmtime::PooledMemoryCreator;
+use instance_pool::{PoolingConfig, PoolingInstanceAllocator};
+use wasmtime::{Engine, Instance, Module, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+/// One page of memory (at most `SLOT_PAGES`), a data segment, and the
+/// operations the tests drive from outside.
+const WAT: &str = r#"
+(module
+  (memory (export "memory") 1 16)
+  (data (i32.const 16) "hello")
+  (func (export "load") (param i32) (result i32) (i32.load (local.get 0)))
+  ;; Past the memory by the offset: lands in the slot's trailing guard.
+  (func (export "load_guard") (param i32) (result i32)
+    (i32.load offset=0xf000 (local.get 0)))
+  (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+  ;; Writes `v` to every byte of the memory.
+  (func (export "fill") (param $v i32)
+    (memory.fill (i32.const 0) (local.get $v)
+      (i32.mul (memory.size) (i32.const 65536))))
+  ;; The number of nonzero bytes in the memory.
+  (func (export "nonzero") (result i32)
+    (local $i i32) (local $n i32) (local $end i32)
+    (local.set $end (i32.mul (memory.size) (i32.const 65536)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+        (if (i32.load8_u (local.get $i))
+          (then (local.set $n (i32.add (local.get $n) (i32.const 1)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+    (local.get $n))
+)
+"#;
+
+/// A pool of `slots` 1 MiB slots with 64 KiB guards, in `shape`.
+fn pool(shape: Shape, slots: u32) -> PoolingInstanceAllocator {
+    let mut c = small(slots);
+    shape.apply(&mut c);
+    PoolingInstanceAllocator::new(&c).unwrap()
+}
+
+fn engine_on(pool: &PoolingInstanceAllocator) -> Engine {
+    let mut config = wasmtime::Config::new();
+    PooledMemoryCreator::new(pool).install(&mut config);
+    Engine::new(&config).unwrap()
+}
+
+/// A tenant: a store limited to `limit` bytes of memory, and its instance.
+fn tenant(engine: &Engine, module: &Module, limit: usize) -> (Store<StoreLimits>, Instance) {
+    let limits = StoreLimitsBuilder::new().memory_size(limit).build();
+    let mut store = Store::new(engine, limits);
+    store.limiter(|l| l);
+    let instance = Instance::new(&mut store, module, &[]).unwrap();
+    (store, instance)
+}
+
+fn call<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+    store: &mut Store<StoreLimits>,
+    instance: &Instance,
+    name: &str,
+    args: P,
+) -> wasmtime::Result<R> {
+    let f = instance.get_typed_func::<P, R>(&mut *store, name)?;
+    f.call(store, args)
+}
+
+fn assert_out_of_bounds(r: wasmtime::Result<i32>, what: &str) {
+    let err = r.expect_err(what);
+    assert_eq!(
+        err.downcast_ref::<Trap>(),
+        Some(&Trap::MemoryOutOfBounds),
+        "{what}: {err:?}"
+    );
+}
+
+#[test]
+fn out_of_bounds_loads_trap_in_the_guard_region_on_fresh_and_reused_slots() {
+    for shape in SHAPES {
+        let pool = pool(shape, 1);
+        let engine = engine_on(&pool);
+        let module = Module::new(&engine, WAT).unwrap();
+        let mut bases = Vec::new();
+        for round in ["fresh", "reused"] {
+            let (mut store, instance) = tenant(&engine, &module, MIB);
+            let memory = instance.get_memory(&mut store, "memory").unwrap();
+            bases.push(memory.data_ptr(&store) as usize);
+            assert_eq!(&memory.data(&store)[16..21], b"hello", "{shape:?} {round}");
+            let last: i32 = call(&mut store, &instance, "load", 65532).unwrap();
+            assert_eq!(last, 0, "{shape:?} {round}: the last word is in bounds");
+            // Past the size, inside the slot: unreachable part of the slot.
+            assert_out_of_bounds(call(&mut store, &instance, "load", 65533), "past size");
+            // Past the whole slot: the trailing guard.
+            let into_guard = (MIB - 0xf000 + 16) as i32;
+            assert_out_of_bounds(
+                call(&mut store, &instance, "load_guard", into_guard),
+                "into the guard",
+            );
+            // The trap leaves the store usable.
+            let again: i32 = call(&mut store, &instance, "load", 16).unwrap();
+            assert_eq!(again.to_le_bytes(), *b"hell", "{shape:?} {round}");
+            assert_eq!(pool.metrics().memories_in_use, 1);
+        }
+        assert_eq!(bases[0], bases[1], "{shape:?}: one slot, reused");
+        assert_eq!(pool.metrics().memories_in_use, 0, "{shape:?}");
+    }
+}
+
+#[test]
+fn memory_grow_past_a_store_limit_returns_minus_one_and_changes_nothing() {
+    for shape in SHAPES {
+        let pool = pool(shape, 2);
+        let engine = engine_on(&pool);
+        let module = Module::new(&engine, WAT).unwrap();
+        // A tenant allowed 3 pages.
+        let (mut store, instance) = tenant(&engine, &module, 3 << 16);
+        let grown: i32 = call(&mut store, &instance, "grow", 2).unwrap();
+        assert_eq!(grown, 1, "{shape:?}: 1 -> 3 pages, at the limit");
+        let refused: i32 = call(&mut store, &instance, "grow", 1).unwrap();
+        assert_eq!(refused, -1, "{shape:?}: past the limit");
+        let memory = instance.get_memory(&mut store, "memory").unwrap();
+        assert_eq!(memory.size(&store), 3, "{shape:?}");
+        // The grown pages are usable; the page past them still traps.
+        let _: () = call(&mut store, &instance, "fill", 7).unwrap();
+        assert_eq!(memory.data(&store)[3 * 65536 - 1], 7);
+        assert_out_of_bounds(call(&mut store, &instance, "load", 3 << 16), "past 3 pages");
+        // Past the declared maximum (16 pages) too, for a tenant without a
+        // limit: Wasmtime refuses before the slot is asked.
+        let (mut big, big_instance) = tenant(&engine, &module, usize::MAX);
+        let past_max: i32 = call(&mut big, &big_instance, "grow", 16).unwrap();
+        assert_eq!(past_max, -1, "{shape:?}");
+        let to_max: i32 = call(&mut big, &big_instance, "grow", 15).unwrap();
+        assert_eq!(to_max, 1, "{shape:?}: to the whole slot");
+    }
+}
+
+#[test]
+fn bytes_written_by_one_tenant_are_never_read_by_the_next_on_the_same_slot() {
+    for shape in SHAPES {
+        for keep_resident in [0, 64 << 10, MIB] {
+            let mut c: PoolingConfig = small(1);
+            shape.apply(&mut c).memory_keep_resident(keep_resident);
+            let pool = PoolingInstanceAllocator::new(&c).unwrap();
+            let engine = engine_on(&pool);
+            let module = Module::new(&engine, WAT).unwrap();
+            for round in 0..3 {
+                let (mut store, instance) = tenant(&engine, &module, MIB);
+                let first: i32 = call(&mut store, &instance, "nonzero", ()).unwrap();
+                assert_eq!(
+                    first, 5,
+                    "{shape:?} kr {keep_resident} round {round}: hello only"
+                );
+                let grown: i32 = call(&mut store, &instance, "grow", 15).unwrap();
+                assert_eq!(grown, 1);
+                let after_grow: i32 = call(&mut store, &instance, "nonzero", ()).unwrap();
+                assert_eq!(
+                    after_grow, 5,
+                    "{shape:?} kr {keep_resident} round {round}: grown"
+                );
+                let _: () = call(&mut store, &instance, "fill", 0xAA).unwrap();
+                let dirty: i32 = call(&mut store, &instance, "nonzero", ()).unwrap();
+                assert_eq!(dirty as usize, MIB, "the whole slot written");
+            }
+            assert_eq!(pool.metrics().memories_in_use, 0);
+        }
+    }
+}
+
+#[test]
+fn every_slot_is_back_in_the_pool_when_stores_drop() {
+    for shape in SHAPES {
+        let pool = pool(shape, 4);
+        let engine = engine_on(&pool);
+        let module = Module::new(&engine, WAT).unwrap();
+        let tenants: Vec<_> = (0..4).map(|_| tenant(&engine, &module, MIB)).collect();
+        assert_eq!(pool.metrics().memories_in_use, 4, "{shape:?}");
+        // A fifth is refused with the pool's message; nothing is taken.
+        let mut store = Store::new(&engine, StoreLimits::default());
+        let err = Instance::new(&mut store, &module, &[]).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("maximum concurrent limit of 4 for memories"),
+            "{shape:?}: {err:?}"
+        );
+        assert_eq!(pool.metrics().memories_in_use, 4, "{shape:?}");
+        drop(tenants);
+        assert_eq!(pool.metrics().memories_in_use, 0, "{shape:?}");
+        // Each slot serves again.
+        let again: Vec<_> = (0..4).map(|_| tenant(&engine, &module, MIB)).collect();
+        assert_eq!(pool.metrics().memories_in_use, 4, "{shape:?}");
+        drop(again);
+        drop(store);
+        assert_eq!(pool.metrics().memories_in_use, 0, "{shape:?}");
+    }
+}
+
+/// Instantiates `WAT` on an engine whose memory settings `tune` changed
+/// after the creator was installed, and returns the error.
+fn refused(pool: &PoolingInstanceAllocator, tune: impl Fn(&mut wasmtime::Config)) -> String {
+    let mut config = wasmtime::Config::new();
+    PooledMemoryCreator::new(pool).install(&mut config);
+    tune(&mut config);
+    let engine = Engine::new(&config).unwrap();
+    let module = Module::new(&engine, WAT).unwrap();
+    let mut store = Store::new(&engine, ());
+    let err = Instance::new(&mut store, &module, &[]).unwrap_err();
+    format!("{err:?}")
+}
+
+#[test]
+fn requests_the_slots_cannot_honour_are_refused_and_leave_the_pool_as_it_was() {
+    let pool = pool(SHAPES[0], 2);
+    let before = pool.metrics();
+    let big = refused(&pool, |c| {
+        c.memory_reservation(2 * MIB as u64);
+    });
+    assert!(
+        big.contains("reservation of 2097152") && big.contains("max_memory_size"),
+        "{big}"
+    );
+    let guard = refused(&pool, |c| {
+        c.memory_guard_size(2 * GUARD as u64);
+    });
+    assert!(
+        guard.contains("guard of 131072") && guard.contains("at most 65536"),
+        "{guard}"
+    );
+    // A smaller reservation leaves the rest of the slot as guard: a guard
+    // of that much more is honoured.
+    let mut config = wasmtime::Config::new();
+    PooledMemoryCreator::new(&pool).install(&mut config);
+    config
+        .memory_reservation((MIB / 2) as u64)
+        .memory_guard_size((MIB / 2 + GUARD) as u64);
+    let engine = Engine::new(&config).unwrap();
+    let module = Module::new(&engine, WAT).unwrap();
+    let mut store = Store::new(&engine, StoreLimits::default());
+    store.limiter(|l| l);
+    let instance = Instance::new(&mut store, &module, &[]).unwrap();
+    let past: i32 = call(&mut store, &instance, "grow", 8).unwrap();
+    assert_eq!(past, -1, "growth stops at the reservation of 8 pages");
+    drop(store);
+    let after = pool.metrics();
+    assert_eq!(after.memories_in_use, 0);
+    assert_eq!(after.memory_acquisitions, before.memory_acquisitions + 1);
+}
