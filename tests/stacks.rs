@@ -161,3 +161,38 @@ fn a_write_at_the_top_of_the_stack_below_does_not_reach_this_ones_guard() {
         || stack_byte(-(host_page_size() as isize) - 1),
     );
 }
+
+#[test]
+fn stack_metrics_print_in_the_prometheus_format() {
+    let mut c = config(2, 64 << 10, 4096);
+    c.stack_protection(MemoryProtection::Mprotect);
+    let pool = StackPool::new(&c).unwrap();
+    let held = pool.allocate().unwrap();
+    drop(pool.allocate().unwrap());
+    assert!(pool.allocate().is_ok_and(|s| {
+        drop(s);
+        true
+    }));
+    let _third = pool.allocate().unwrap();
+    assert!(pool.allocate().is_err());
+    let text = pool.metrics().to_string();
+    for line in [
+        "instance_pool_stacks_in_use 2",
+        "instance_pool_stack_acquisitions_total 4",
+        "instance_pool_stacks_exhausted_total 1",
+        "instance_pool_stack_guard_markers 0",
+        "# TYPE instance_pool_stacks_in_use gauge",
+        "# TYPE instance_pool_stack_acquisitions_total counter",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing in:\n{text}"
+        );
+    }
+    drop(held);
+    assert!(
+        pool.metrics()
+            .to_string()
+            .contains("instance_pool_stacks_in_use 1\n")
+    );
+}

@@ -196,6 +196,58 @@ impl StackPool {
     }
 }
 
+/// The Prometheus text exposition format, as
+/// [`PoolMetrics`](crate::PoolMetrics)'s: one `instance_pool_stack_*` family
+/// a field.
+impl std::fmt::Display for StackPoolMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let families: [(&str, &str, &str, u64); 6] = [
+            (
+                "stacks_in_use",
+                "gauge",
+                "Stacks held by users.",
+                self.stacks_in_use.into(),
+            ),
+            (
+                "stacks_unused_warm",
+                "gauge",
+                "Idle stacks that were used before.",
+                self.unused_warm_stacks.into(),
+            ),
+            (
+                "stacks_unused_resident_bytes",
+                "gauge",
+                "Bytes resets kept resident in idle stacks.",
+                self.unused_resident_bytes,
+            ),
+            (
+                "stack_acquisitions_total",
+                "counter",
+                "Stacks handed out.",
+                self.stack_acquisitions,
+            ),
+            (
+                "stacks_exhausted_total",
+                "counter",
+                "Acquisitions refused because every stack was taken.",
+                self.stacks_exhausted,
+            ),
+            (
+                "stack_guard_markers",
+                "gauge",
+                "1 if stack guards are guard markers, 0 if PROT_NONE mappings.",
+                self.guard_markers.into(),
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            writeln!(f, "# HELP instance_pool_{name} {help}")?;
+            writeln!(f, "# TYPE instance_pool_{name} {kind}")?;
+            writeln!(f, "instance_pool_{name} {value}")?;
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for StackPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StackPool")

@@ -1,0 +1,261 @@
+//! The two ways the server runs its wasm: Wasmtime on this crate's pools
+//! (`PooledMemoryCreator` and `PooledStackCreator`), or Wasmtime's own
+//! pooling allocator. Both compile the same module with the same code
+//! settings; only where memories and stacks come from differs.
+
+use instance_pool::wasmtime::{PooledMemoryCreator, PooledStackCreator};
+use instance_pool::{PoolingConfig, PoolingInstanceAllocator, StackPool, StackPoolConfig};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
+};
+
+/// The handler every request runs. Memory: page 0 holds the data segment,
+/// page 1 the request's input (at 0x10000) and output (at 0x11000).
+const WAT: &str = r#"
+(module
+  (memory (export "memory") 2 16)
+  (data (i32.const 0) "instance-pool serve v1")
+  ;; Bits set among those a previous run of this module wrote (its input
+  ;; and output area, the first word of every page it grew): a fresh memory
+  ;; has none. `check` and `run` add what they find.
+  (global $seen (export "seen") (mut i32) (i32.const 0))
+  (func (export "check")
+    (local $i i32) (local $n i32) (local $end i32)
+    (local.set $i (i32.const 0x10000))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (i32.const 0x12000)))
+      (local.set $n (i32.add (local.get $n)
+        (i32.wrap_i64 (i64.popcnt (i64.load (local.get $i))))))
+      (local.set $i (i32.add (local.get $i) (i32.const 8)))
+      (br $next)))
+    (local.set $i (i32.const 0x20000))
+    (local.set $end (i32.mul (memory.size) (i32.const 0x10000)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+      (local.set $n (i32.add (local.get $n)
+        (i32.wrap_i64 (i64.popcnt (i64.load (local.get $i))))))
+      (local.set $i (i32.add (local.get $i) (i32.const 0x10000)))
+      (br $next)))
+    (global.set $seen (i32.add (global.get $seen) (local.get $n))))
+  ;; Upper-cases the `len` input bytes into the output, tries to grow the
+  ;; memory by `grow` pages and writes a tenant's mark at the start of
+  ;; every new page (after checking it is zero). Returns memory.grow's
+  ;; result (-1: refused).
+  (func (export "run") (param $len i32) (param $grow i32) (result i32)
+    (local $i i32) (local $b i32) (local $old i32) (local $p i32)
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
+      (local.set $b (i32.load8_u offset=0x10000 (local.get $i)))
+      (if (i32.and (i32.ge_u (local.get $b) (i32.const 97))
+                   (i32.le_u (local.get $b) (i32.const 122)))
+        (then (local.set $b (i32.sub (local.get $b) (i32.const 32)))))
+      (i32.store8 offset=0x11000 (local.get $i) (local.get $b))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (local.set $old (memory.grow (local.get $grow)))
+    (if (i32.ne (local.get $old) (i32.const -1))
+      (then
+        (local.set $p (local.get $old))
+        (block $done (loop $next
+          (br_if $done (i32.ge_u (local.get $p) (memory.size)))
+          (global.set $seen (i32.add (global.get $seen) (i32.wrap_i64
+            (i64.popcnt (i64.load (i32.mul (local.get $p) (i32.const 0x10000)))))))
+          (i64.store (i32.mul (local.get $p) (i32.const 0x10000))
+            (i64.const 0xa5a5a5a5a5a5a5a5))
+          (local.set $p (i32.add (local.get $p) (i32.const 1)))
+          (br $next)))))
+    (local.get $old))
+)
+"#;
+
+/// Where the input and output live, and the largest input.
+pub const INPUT_AT: usize = 0x10000;
+pub const OUTPUT_AT: usize = 0x11000;
+pub const MAX_INPUT: usize = 0x1000;
+
+/// Sizes both backends share.
+pub const SLOT: usize = 1 << 20;
+const GUARD: usize = 64 << 10;
+const STACK: usize = 1 << 20;
+const KEEP_RESIDENT: usize = 64 << 10;
+const STACK_KEEP_RESIDENT: usize = 16 << 10;
+
+/// Which allocator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Wasmtime on-demand, memories and stacks from this crate's pools.
+    InstancePool,
+    /// Wasmtime's own pooling allocator.
+    WasmtimePooling,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::InstancePool => "wasmtime + instance-pool",
+            Kind::WasmtimePooling => "wasmtime pooling allocator",
+        }
+    }
+}
+
+/// A tenant's store data: its limits.
+pub struct Tenant {
+    limits: StoreLimits,
+}
+
+/// What one request's run gave.
+#[derive(Debug)]
+pub struct Reply {
+    pub output: Vec<u8>,
+    /// `memory.grow`'s result: the old size in pages, or -1.
+    pub grow: i32,
+    /// Bits set among the bytes a previous tenant writes: must be 0.
+    pub leaked: u32,
+}
+
+/// An engine, the module ready to instantiate, and the pools behind it.
+pub struct Backend {
+    engine: Engine,
+    pre: InstancePre<Tenant>,
+    /// The crate's pools (for `InstancePool`).
+    pub pools: Option<(PoolingInstanceAllocator, StackPool)>,
+    memory_limit: usize,
+    pub requests: AtomicU64,
+    pub refused_grows: AtomicU64,
+    pub leaked: AtomicU64,
+}
+
+impl Backend {
+    /// `slots` memories and stacks; every tenant's memory limited to
+    /// `memory_limit` bytes.
+    pub fn new(kind: Kind, slots: u32, memory_limit: usize) -> wasmtime::Result<Backend> {
+        let mut config = Config::new();
+        config
+            .max_wasm_stack(256 << 10)
+            .memory_reservation(SLOT as u64)
+            .memory_guard_size(GUARD as u64)
+            .memory_reservation_for_growth(0)
+            .memory_may_move(false);
+        let pools = match kind {
+            Kind::InstancePool => {
+                let mut p = PoolingConfig::default();
+                p.total_instances(slots)
+                    .total_memories(slots)
+                    .total_tables(1)
+                    .max_memory_size(SLOT)
+                    .memory_guard_size(GUARD)
+                    .memory_keep_resident(KEEP_RESIDENT);
+                let pool = PoolingInstanceAllocator::new(&p)?;
+                let mut s = StackPoolConfig::default();
+                s.total_stacks(slots)
+                    .stack_size(STACK)
+                    .stack_keep_resident(STACK_KEEP_RESIDENT);
+                let stacks = StackPool::new(&s)?;
+                PooledMemoryCreator::new(&pool).install(&mut config);
+                PooledStackCreator::new(&stacks).install(&mut config);
+                Some((pool, stacks))
+            }
+            Kind::WasmtimePooling => {
+                let mut p = PoolingAllocationConfig::new();
+                p.total_core_instances(slots)
+                    .total_memories(slots)
+                    .total_stacks(slots)
+                    .total_tables(0)
+                    .max_memory_size(SLOT)
+                    .linear_memory_keep_resident(KEEP_RESIDENT)
+                    .async_stack_keep_resident(STACK_KEEP_RESIDENT);
+                config
+                    .async_stack_size(STACK)
+                    .allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+                None
+            }
+        };
+        let engine = Engine::new(&config)?;
+        let module = Module::new(&engine, WAT)?;
+        let pre = Linker::new(&engine).instantiate_pre(&module)?;
+        Ok(Backend {
+            engine,
+            pre,
+            pools,
+            memory_limit,
+            requests: AtomicU64::new(0),
+            refused_grows: AtomicU64::new(0),
+            leaked: AtomicU64::new(0),
+        })
+    }
+
+    /// One request: a fresh store with the tenant's limits, an instance on
+    /// a pooled memory, the handler on a pooled fiber stack.
+    pub async fn run(&self, input: &[u8], grow: u32) -> wasmtime::Result<Reply> {
+        if input.len() > MAX_INPUT {
+            wasmtime::bail!("input of {} bytes exceeds {MAX_INPUT}", input.len());
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.memory_limit)
+            .instances(1)
+            .build();
+        let mut store = Store::new(&self.engine, Tenant { limits });
+        store.limiter(|t| &mut t.limits);
+        let instance = self.pre.instantiate_async(&mut store).await?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| wasmtime::format_err!("no memory export"))?;
+        instance
+            .get_typed_func::<(), ()>(&mut store, "check")?
+            .call_async(&mut store, ())
+            .await?;
+        memory.write(&mut store, INPUT_AT, input)?;
+        let run = instance.get_typed_func::<(i32, i32), i32>(&mut store, "run")?;
+        let grow = run
+            .call_async(&mut store, (input.len() as i32, grow as i32))
+            .await?;
+        let mut output = vec![0; input.len()];
+        memory.read(&store, OUTPUT_AT, &mut output)?;
+        let seen = instance
+            .get_global(&mut store, "seen")
+            .and_then(|g| g.get(&mut store).i32())
+            .ok_or_else(|| wasmtime::format_err!("no i32 global `seen`"))?;
+        let leaked = seen as u32;
+        self.requests.fetch_add(1, Relaxed);
+        self.leaked.fetch_add(u64::from(leaked), Relaxed);
+        if grow == -1 {
+            self.refused_grows.fetch_add(1, Relaxed);
+        }
+        Ok(Reply {
+            output,
+            grow,
+            leaked,
+        })
+    }
+
+    /// The Prometheus text for `/metrics`: the pools' metrics (for the
+    /// crate's backend) and the server's counters.
+    pub fn metrics(&self) -> String {
+        let mut text = String::new();
+        if let Some((pool, stacks)) = &self.pools {
+            text.push_str(&pool.metrics().to_string());
+            text.push_str(&stacks.metrics().to_string());
+        }
+        for (name, help, value) in [
+            ("requests_total", "Requests run.", &self.requests),
+            (
+                "grow_refused_total",
+                "memory.grow calls refused (-1).",
+                &self.refused_grows,
+            ),
+            (
+                "leaked_bits_total",
+                "Bits a tenant found set that another wrote (must be 0).",
+                &self.leaked,
+            ),
+        ] {
+            text.push_str(&format!(
+                "# HELP serve_{name} {help}\n# TYPE serve_{name} counter\nserve_{name} {}\n",
+                value.load(Relaxed)
+            ));
+        }
+        text
+    }
+}

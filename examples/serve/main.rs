@@ -1,0 +1,113 @@
+//! An HTTP server on 127.0.0.1 that runs a real wasm module per request
+//! with Wasmtime, on memories and fiber stacks from this crate's pools, and
+//! a load mode comparing it with Wasmtime's own pooling allocator.
+//!
+//! Needs the `wasmtime-examples` feature:
+//!
+//! ```sh
+//! cargo run --release --features wasmtime-examples --example serve -- --seconds 30
+//! curl -d 'hello' 'http://127.0.0.1:8080/run/alice?grow=1'
+//! curl http://127.0.0.1:8080/metrics
+//! cargo run --release --features wasmtime-examples --example serve -- --load
+//! ```
+//!
+//! Every request gets a fresh `wasmtime::Store` whose `StoreLimits` allow
+//! the tenant `--memory-limit` bytes of memory, an instance of the module
+//! (compiled once, from the WAT in `backend.rs`) on a pooled memory, and
+//! its calls on a pooled fiber stack (`call_async`). The module upper-cases
+//! the body, tries `memory.grow` by `grow` pages (-1 past the limit), and
+//! checks that nothing a previous tenant wrote is visible. `--load` starts
+//! the server once per backend, sends `--requests` requests from
+//! `--connections` keep-alive connections over loopback, and prints
+//! requests/s and latency percentiles for both from one run.
+
+mod backend;
+#[path = "../common/mod.rs"]
+#[allow(dead_code, reason = "the serve example parses no page multiples")]
+mod common;
+mod http;
+mod load;
+
+use backend::{Backend, Kind};
+use clap::Parser;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs wasm per HTTP request on pooled memories and stacks.
+#[derive(Debug, Parser)]
+#[command(name = "serve")]
+struct Args {
+    /// Port on 127.0.0.1 to serve on (0: any free port, printed)
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// How long the server runs before it stops by itself
+    #[arg(long, value_name = "S", default_value = "30", value_parser = common::parse_seconds)]
+    seconds: Duration,
+    /// What the server runs on: `pool` (this crate) or `wasmtime`
+    /// (Wasmtime's own pooling allocator)
+    #[arg(long, default_value = "pool", value_parser = ["pool", "wasmtime"])]
+    backend: String,
+    /// Compare both backends under load instead of serving
+    #[arg(long)]
+    load: bool,
+    /// Requests per backend in the load mode (after a tenth as warm-up)
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    requests: u64,
+    /// Concurrent keep-alive connections in the load mode
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    connections: usize,
+    /// Longest a backend's load may run
+    #[arg(long, value_name = "S", default_value = "60", value_parser = common::parse_seconds)]
+    max_seconds: Duration,
+    /// Memory slots and stacks of each backend
+    #[arg(long, default_value_t = 64)]
+    slots: u32,
+    /// Each tenant's StoreLimits memory size (K/M suffixes ok)
+    #[arg(long, value_name = "BYTES", default_value = "256K", value_parser = common::parse_bytes)]
+    memory_limit: usize,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    if args.connections == 0 || u64::try_from(args.connections)? > args.requests.max(1) {
+        return Err("--connections must be between 1 and --requests".into());
+    }
+    if (args.slots as usize) < args.connections {
+        return Err(format!(
+            "--slots ({}) must be at least --connections ({}): each connection's request holds a memory and a stack",
+            args.slots, args.connections
+        )
+        .into());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    if args.load {
+        return runtime.block_on(load::compare(&args));
+    }
+    let kind = if args.backend == "pool" {
+        Kind::InstancePool
+    } else {
+        Kind::WasmtimePooling
+    };
+    runtime.block_on(serve(&args, kind))
+}
+
+async fn serve(args: &Args, kind: Kind) -> Result<(), Box<dyn std::error::Error>> {
+    let backend = Arc::new(Backend::new(kind, args.slots, args.memory_limit)?);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+    let addr = listener.local_addr()?;
+    println!(
+        "serving {} on http://{addr} for {:?}: POST /run/<tenant>?grow=N, GET /metrics",
+        kind.name(),
+        args.seconds
+    );
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let deadline = tokio::time::Instant::now() + args.seconds;
+    http::serve(listener, backend.clone(), deadline, stop_rx).await;
+    let requests = backend.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let leaked = backend.leaked.load(std::sync::atomic::Ordering::Relaxed);
+    println!("stopped after {requests} requests; bits leaked between tenants: {leaked}");
+    Ok(())
+}
