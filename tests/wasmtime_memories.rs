@@ -6,81 +6,11 @@
 
 mod common;
 
-use common::config::{GUARD, MIB, SHAPES, Shape, small};
+use common::config::{GUARD, MIB, SHAPES, small};
+use common::jit::{WAT, assert_out_of_bounds, call, engine_on, pool, tenant};
 use instance_pool::wasmtime::PooledMemoryCreator;
 use instance_pool::{PoolingConfig, PoolingInstanceAllocator};
-use wasmtime::{Engine, Instance, Module, Store, StoreLimits, StoreLimitsBuilder, Trap};
-
-/// One page of memory (at most `SLOT_PAGES`), a data segment, and the
-/// operations the tests drive from outside.
-const WAT: &str = r#"
-(module
-  (memory (export "memory") 1 16)
-  (data (i32.const 16) "hello")
-  (func (export "load") (param i32) (result i32) (i32.load (local.get 0)))
-  ;; Past the memory by the offset: lands in the slot's trailing guard.
-  (func (export "load_guard") (param i32) (result i32)
-    (i32.load offset=0xf000 (local.get 0)))
-  (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
-  ;; Writes `v` to every byte of the memory.
-  (func (export "fill") (param $v i32)
-    (memory.fill (i32.const 0) (local.get $v)
-      (i32.mul (memory.size) (i32.const 65536))))
-  ;; The number of nonzero bytes in the memory.
-  (func (export "nonzero") (result i32)
-    (local $i i32) (local $n i32) (local $end i32)
-    (local.set $end (i32.mul (memory.size) (i32.const 65536)))
-    (block $done
-      (loop $next
-        (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
-        (if (i32.load8_u (local.get $i))
-          (then (local.set $n (i32.add (local.get $n) (i32.const 1)))))
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br $next)))
-    (local.get $n))
-)
-"#;
-
-/// A pool of `slots` 1 MiB slots with 64 KiB guards, in `shape`.
-fn pool(shape: Shape, slots: u32) -> PoolingInstanceAllocator {
-    let mut c = small(slots);
-    shape.apply(&mut c);
-    PoolingInstanceAllocator::new(&c).unwrap()
-}
-
-fn engine_on(pool: &PoolingInstanceAllocator) -> Engine {
-    let mut config = wasmtime::Config::new();
-    PooledMemoryCreator::new(pool).install(&mut config);
-    Engine::new(&config).unwrap()
-}
-
-/// A tenant: a store limited to `limit` bytes of memory, and its instance.
-fn tenant(engine: &Engine, module: &Module, limit: usize) -> (Store<StoreLimits>, Instance) {
-    let limits = StoreLimitsBuilder::new().memory_size(limit).build();
-    let mut store = Store::new(engine, limits);
-    store.limiter(|l| l);
-    let instance = Instance::new(&mut store, module, &[]).unwrap();
-    (store, instance)
-}
-
-fn call<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
-    store: &mut Store<StoreLimits>,
-    instance: &Instance,
-    name: &str,
-    args: P,
-) -> wasmtime::Result<R> {
-    let f = instance.get_typed_func::<P, R>(&mut *store, name)?;
-    f.call(store, args)
-}
-
-fn assert_out_of_bounds(r: wasmtime::Result<i32>, what: &str) {
-    let err = r.expect_err(what);
-    assert_eq!(
-        err.downcast_ref::<Trap>(),
-        Some(&Trap::MemoryOutOfBounds),
-        "{what}: {err:?}"
-    );
-}
+use wasmtime::{Engine, Instance, Module, Store, StoreLimits};
 
 #[test]
 fn out_of_bounds_loads_trap_in_the_guard_region_on_fresh_and_reused_slots() {
@@ -250,4 +180,42 @@ fn requests_the_slots_cannot_honour_are_refused_and_leave_the_pool_as_it_was() {
     let after = pool.metrics();
     assert_eq!(after.memories_in_use, 0);
     assert_eq!(after.memory_acquisitions, before.memory_acquisitions + 1);
+}
+
+#[test]
+fn memories_the_slots_cannot_hold_are_refused_with_what_was_asked() {
+    for shape in SHAPES {
+        let pool = pool(shape, 1);
+        let mut config = wasmtime::Config::new();
+        PooledMemoryCreator::new(&pool).install(&mut config);
+        config.wasm_custom_page_sizes(true);
+        let engine = Engine::new(&config).unwrap();
+        let cases = [
+            (
+                "(module (memory 1 1 (pagesize 1)))",
+                "a memory page size of 1 bytes is not supported",
+            ),
+            (
+                "(module (memory 17))",
+                "a minimum of 1114112 bytes exceeds the reservation of 1048576",
+            ),
+        ];
+        for (wat, message) in cases {
+            let module = Module::new(&engine, wat).unwrap();
+            let mut store = Store::new(&engine, ());
+            let err = Instance::new(&mut store, &module, &[]).unwrap_err();
+            assert!(format!("{err:?}").contains(message), "{shape:?}: {err:?}");
+            let m = pool.metrics();
+            assert_eq!(
+                (m.memories_in_use, m.memory_acquisitions),
+                (0, 0),
+                "{shape:?}"
+            );
+        }
+        // The pool serves a memory that fits right after.
+        let module = Module::new(&engine, WAT).unwrap();
+        let (store, _) = tenant(&engine, &module, MIB);
+        assert_eq!(pool.metrics().memories_in_use, 1);
+        drop(store);
+    }
 }

@@ -11,6 +11,7 @@
 //! - [`images`]: a pool of one large slot, and a tenant checking its image.
 //! - [`model`]: a plain model of the pool, checked step by step.
 //! - `fault` (feature `fault-injection`): making the n-th syscall fail.
+//! - `jit` (feature `wasmtime-examples`): the probe module Wasmtime runs.
 
 #[allow(dead_code, reason = "each test binary uses some of the pool shapes")]
 pub mod config;
@@ -21,6 +22,9 @@ pub mod fault;
 pub mod guard;
 #[allow(dead_code, reason = "only the image and syscall tests use it")]
 pub mod images;
+#[cfg(feature = "wasmtime-examples")]
+#[allow(dead_code, reason = "only the Wasmtime tests run JIT code")]
+pub mod jit;
 #[allow(dead_code, reason = "not every test binary records limiter calls")]
 pub mod limiter;
 #[allow(dead_code, reason = "only the model tests use the model")]

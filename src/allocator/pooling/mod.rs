@@ -227,6 +227,7 @@ impl Pool {
     }
 
     /// `(slot size, trailing guard)` of a memory slot, in bytes.
+    #[cfg(feature = "wasmtime")]
     pub(crate) fn memory_geometry(&self) -> (usize, usize) {
         (self.memories.slot_size(), self.config.memory_guard_size)
     }
