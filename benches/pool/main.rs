@@ -95,6 +95,8 @@ fn tenant_cycle_reset(store: &mut Store<StoreLimits>, instance: instance_pool::I
     store.reset().expect("reset");
 }
 
+#[path = "../common/estimates.rs"]
+mod estimates;
 mod raw;
 mod summary;
 

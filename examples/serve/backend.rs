@@ -13,62 +13,7 @@ use wasmtime::{
 
 /// The handler every request runs. Memory: page 0 holds the data segment,
 /// page 1 the request's input (at 0x10000) and output (at 0x11000).
-const WAT: &str = r#"
-(module
-  (memory (export "memory") 2 16)
-  (data (i32.const 0) "instance-pool serve v1")
-  ;; Bits set among those a previous run of this module wrote (its input
-  ;; and output area, the first word of every page it grew): a fresh memory
-  ;; has none. `check` and `run` add what they find.
-  (global $seen (export "seen") (mut i32) (i32.const 0))
-  (func (export "check")
-    (local $i i32) (local $n i32) (local $end i32)
-    (local.set $i (i32.const 0x10000))
-    (block $done (loop $next
-      (br_if $done (i32.ge_u (local.get $i) (i32.const 0x12000)))
-      (local.set $n (i32.add (local.get $n)
-        (i32.wrap_i64 (i64.popcnt (i64.load (local.get $i))))))
-      (local.set $i (i32.add (local.get $i) (i32.const 8)))
-      (br $next)))
-    (local.set $i (i32.const 0x20000))
-    (local.set $end (i32.mul (memory.size) (i32.const 0x10000)))
-    (block $done (loop $next
-      (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
-      (local.set $n (i32.add (local.get $n)
-        (i32.wrap_i64 (i64.popcnt (i64.load (local.get $i))))))
-      (local.set $i (i32.add (local.get $i) (i32.const 0x10000)))
-      (br $next)))
-    (global.set $seen (i32.add (global.get $seen) (local.get $n))))
-  ;; Upper-cases the `len` input bytes into the output, tries to grow the
-  ;; memory by `grow` pages and writes a tenant's mark at the start of
-  ;; every new page (after checking it is zero). Returns memory.grow's
-  ;; result (-1: refused).
-  (func (export "run") (param $len i32) (param $grow i32) (result i32)
-    (local $i i32) (local $b i32) (local $old i32) (local $p i32)
-    (block $done (loop $next
-      (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
-      (local.set $b (i32.load8_u offset=0x10000 (local.get $i)))
-      (if (i32.and (i32.ge_u (local.get $b) (i32.const 97))
-                   (i32.le_u (local.get $b) (i32.const 122)))
-        (then (local.set $b (i32.sub (local.get $b) (i32.const 32)))))
-      (i32.store8 offset=0x11000 (local.get $i) (local.get $b))
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br $next)))
-    (local.set $old (memory.grow (local.get $grow)))
-    (if (i32.ne (local.get $old) (i32.const -1))
-      (then
-        (local.set $p (local.get $old))
-        (block $done (loop $next
-          (br_if $done (i32.ge_u (local.get $p) (memory.size)))
-          (global.set $seen (i32.add (global.get $seen) (i32.wrap_i64
-            (i64.popcnt (i64.load (i32.mul (local.get $p) (i32.const 0x10000)))))))
-          (i64.store (i32.mul (local.get $p) (i32.const 0x10000))
-            (i64.const 0xa5a5a5a5a5a5a5a5))
-          (local.set $p (i32.add (local.get $p) (i32.const 1)))
-          (br $next)))))
-    (local.get $old))
-)
-"#;
+const WAT: &str = include_str!("handler.wat");
 
 /// Where the input and output live, and the largest input.
 pub const INPUT_AT: usize = 0x10000;

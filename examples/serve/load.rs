@@ -45,6 +45,20 @@ pub async fn compare(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         runs.push(one_backend(args, kind).await?);
     }
     summary(&runs);
+    if let Some(path) = &args.out {
+        let lines: Vec<_> = runs
+            .iter()
+            .map(|r| (r.kind.name(), &r.latency_us))
+            .collect();
+        let title = format!(
+            "{} requests from {} connections, one run",
+            args.requests, args.connections
+        );
+        match crate::chart::write_chart(path, &lines, &title) {
+            Ok(()) => println!("latency chart: {}", path.display()),
+            Err(e) => eprintln!("chart: {e}"),
+        }
+    }
     let clean = runs
         .iter()
         .all(|r| r.errors == 0 && r.leaked == 0 && r.held_after.is_none_or(|h| h == (0, 0)));

@@ -22,6 +22,7 @@
 //! requests/s and latency percentiles for both from one run.
 
 mod backend;
+mod chart;
 #[path = "../common/mod.rs"]
 #[allow(dead_code, reason = "the serve example parses no page multiples")]
 mod common;
@@ -65,6 +66,10 @@ struct Args {
     /// Each tenant's StoreLimits memory size (K/M suffixes ok)
     #[arg(long, value_name = "BYTES", default_value = "256K", value_parser = common::parse_bytes)]
     memory_limit: usize,
+    /// With --load: also draw both backends' latency percentiles to this
+    /// SVG file
+    #[arg(long, value_name = "FILE.svg")]
+    out: Option<std::path::PathBuf>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

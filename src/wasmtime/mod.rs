@@ -47,6 +47,12 @@
 //!   Modules with megabytes of data are better served by Wasmtime's pooling
 //!   allocator; modules with small data (most request handlers) pay little.
 //!
+//! Host memories made with `wasmtime::Memory::new` come from the pool too
+//! (Wasmtime makes them through the same creator). The errors of
+//! `new_memory` are strings in Wasmtime's trait, so a refusal (including
+//! the pool's exhaustion) reaches the embedder as a message naming the
+//! limit and value, not as a typed [`Error`](crate::Error).
+//!
 //! Growth: Wasmtime checks its own `ResourceLimiter` (for example
 //! `wasmtime::StoreLimits`) and the memory's maximum before it calls
 //! `grow_to`; the slot then grows the way [`Memory::grow`](crate::Memory::grow)
@@ -62,7 +68,9 @@
 //! exceed `max_wasm_stack`, 512 KiB by default). Every pooled stack is
 //! zeroed on release, so Wasmtime's `async_stack_zeroing` is honoured
 //! whatever its value. A request for a larger stack than the pool's is
-//! refused with a message; an exhausted pool is
+//! refused with a message. Wasmtime keeps a store's fiber stack until the
+//! store drops (one per store, reused by its calls), so a pool needs as
+//! many stacks as live stores that make async calls. An exhausted pool is
 //! [`Error::StacksExhausted`](crate::Error::StacksExhausted) inside the
 //! `wasmtime::Error` (`downcast_ref` finds it).
 //!
