@@ -25,6 +25,8 @@
 mod chart;
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/lines.rs"]
+mod lines;
 mod report;
 mod worker;
 

@@ -1,13 +1,17 @@
-//! The two ways the server runs its wasm: Wasmtime on this crate's pools
-//! (`PooledMemoryCreator` and `PooledStackCreator`), or Wasmtime's own
-//! pooling allocator. Both compile the same module with the same code
-//! settings; only where memories and stacks come from differs.
+//! The ways the server runs its wasm: Wasmtime on this crate's pools
+//! (`PooledMemoryCreator` and `PooledStackCreator`), on Wasmtime's own
+//! pooling allocator, or on Wasmtime's default on-demand allocator (no pool
+//! at all). All compile the same module with the same code settings; only
+//! where memories and stacks come from differs. `benches/wasmtime` includes
+//! this file to measure a request without HTTP.
 
 use instance_pool::wasmtime::{PooledMemoryCreator, PooledStackCreator};
-use instance_pool::{PoolingConfig, PoolingInstanceAllocator, StackPool, StackPoolConfig};
+use instance_pool::{
+    MemoryProtection, PoolingConfig, PoolingInstanceAllocator, StackPool, StackPoolConfig,
+};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    Config, Engine, Instance, InstanceAllocationStrategy, InstancePre, Linker, Module,
     PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
 };
 
@@ -20,11 +24,13 @@ pub const INPUT_AT: usize = 0x10000;
 pub const OUTPUT_AT: usize = 0x11000;
 pub const MAX_INPUT: usize = 0x1000;
 
-/// Sizes both backends share.
+/// Sizes the backends share. Both pools keep a released memory's first
+/// 256 KiB (all a tenant may have under the default `--memory-limit`) resident and reset its written pages in
+/// place (`PAGEMAP_SCAN`), and a stack's top 16 KiB.
 pub const SLOT: usize = 1 << 20;
 const GUARD: usize = 64 << 10;
 const STACK: usize = 1 << 20;
-const KEEP_RESIDENT: usize = 64 << 10;
+const KEEP_RESIDENT: usize = 256 << 10;
 const STACK_KEEP_RESIDENT: usize = 16 << 10;
 
 /// Which allocator.
@@ -34,6 +40,8 @@ pub enum Kind {
     InstancePool,
     /// Wasmtime's own pooling allocator.
     WasmtimePooling,
+    /// Wasmtime's default: an `mmap` per memory, a fresh stack per store.
+    WasmtimeOnDemand,
 }
 
 impl Kind {
@@ -41,6 +49,7 @@ impl Kind {
         match self {
             Kind::InstancePool => "wasmtime + instance-pool",
             Kind::WasmtimePooling => "wasmtime pooling allocator",
+            Kind::WasmtimeOnDemand => "wasmtime on-demand (no pool)",
         }
     }
 }
@@ -60,12 +69,72 @@ pub struct Reply {
     pub leaked: u32,
 }
 
+/// The crate's memory pool and stack pool.
+pub type Pools = (PoolingInstanceAllocator, StackPool);
+
+/// The engine settings every backend shares (code, stacks, reservation),
+/// then `kind`'s allocator; the crate's pools when it uses them.
+pub fn engine_config(kind: Kind, slots: u32) -> wasmtime::Result<(Config, Option<Pools>)> {
+    let mut config = Config::new();
+    config
+        .max_wasm_stack(256 << 10)
+        .memory_reservation(SLOT as u64)
+        .memory_guard_size(GUARD as u64)
+        .memory_reservation_for_growth(0)
+        .memory_may_move(false)
+        .async_stack_size(STACK)
+        // Nothing of one tenant visible to the next, stacks included: the
+        // crate's stack pool always zeroes; Wasmtime's only when asked.
+        .async_stack_zeroing(true);
+    let pools = match kind {
+        Kind::InstancePool => {
+            let mut p = PoolingConfig::default();
+            p.total_instances(slots)
+                .total_memories(slots)
+                .total_tables(1)
+                .max_memory_size(SLOT)
+                .memory_guard_size(GUARD)
+                .memory_keep_resident(KEEP_RESIDENT)
+                // Every page a tenant may grow stays resident between
+                // tenants (KEEP_RESIDENT is the tenant limit): `mprotect`
+                // keeps grown pages behind PROT_NONE, where guard markers
+                // would discard them and fault them in again (9.8 against
+                // 15.0 µs a request in benches/wasmtime, one run).
+                .memory_protection(MemoryProtection::Mprotect);
+            let pool = PoolingInstanceAllocator::new(&p)?;
+            let mut s = StackPoolConfig::default();
+            s.total_stacks(slots)
+                .stack_size(STACK)
+                .stack_keep_resident(STACK_KEEP_RESIDENT);
+            let stacks = StackPool::new(&s)?;
+            PooledMemoryCreator::new(&pool).install(&mut config);
+            PooledStackCreator::new(&stacks).install(&mut config);
+            Some((pool, stacks))
+        }
+        Kind::WasmtimePooling => {
+            let mut p = PoolingAllocationConfig::new();
+            p.total_core_instances(slots)
+                .total_memories(slots)
+                .total_stacks(slots)
+                .total_tables(0)
+                .max_memory_size(SLOT)
+                .linear_memory_keep_resident(KEEP_RESIDENT)
+                .async_stack_keep_resident(STACK_KEEP_RESIDENT)
+                .pagemap_scan(wasmtime::Enabled::Auto);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+            None
+        }
+        Kind::WasmtimeOnDemand => None,
+    };
+    Ok((config, pools))
+}
+
 /// An engine, the module ready to instantiate, and the pools behind it.
 pub struct Backend {
     engine: Engine,
     pre: InstancePre<Tenant>,
     /// The crate's pools (for `InstancePool`).
-    pub pools: Option<(PoolingInstanceAllocator, StackPool)>,
+    pub pools: Option<Pools>,
     memory_limit: usize,
     pub requests: AtomicU64,
     pub refused_grows: AtomicU64,
@@ -76,47 +145,7 @@ impl Backend {
     /// `slots` memories and stacks; every tenant's memory limited to
     /// `memory_limit` bytes.
     pub fn new(kind: Kind, slots: u32, memory_limit: usize) -> wasmtime::Result<Backend> {
-        let mut config = Config::new();
-        config
-            .max_wasm_stack(256 << 10)
-            .memory_reservation(SLOT as u64)
-            .memory_guard_size(GUARD as u64)
-            .memory_reservation_for_growth(0)
-            .memory_may_move(false);
-        let pools = match kind {
-            Kind::InstancePool => {
-                let mut p = PoolingConfig::default();
-                p.total_instances(slots)
-                    .total_memories(slots)
-                    .total_tables(1)
-                    .max_memory_size(SLOT)
-                    .memory_guard_size(GUARD)
-                    .memory_keep_resident(KEEP_RESIDENT);
-                let pool = PoolingInstanceAllocator::new(&p)?;
-                let mut s = StackPoolConfig::default();
-                s.total_stacks(slots)
-                    .stack_size(STACK)
-                    .stack_keep_resident(STACK_KEEP_RESIDENT);
-                let stacks = StackPool::new(&s)?;
-                PooledMemoryCreator::new(&pool).install(&mut config);
-                PooledStackCreator::new(&stacks).install(&mut config);
-                Some((pool, stacks))
-            }
-            Kind::WasmtimePooling => {
-                let mut p = PoolingAllocationConfig::new();
-                p.total_core_instances(slots)
-                    .total_memories(slots)
-                    .total_stacks(slots)
-                    .total_tables(0)
-                    .max_memory_size(SLOT)
-                    .linear_memory_keep_resident(KEEP_RESIDENT)
-                    .async_stack_keep_resident(STACK_KEEP_RESIDENT);
-                config
-                    .async_stack_size(STACK)
-                    .allocation_strategy(InstanceAllocationStrategy::Pooling(p));
-                None
-            }
-        };
+        let (config, pools) = engine_config(kind, slots)?;
         let engine = Engine::new(&config)?;
         let module = Module::new(&engine, WAT)?;
         let pre = Linker::new(&engine).instantiate_pre(&module)?;
@@ -131,19 +160,43 @@ impl Backend {
         })
     }
 
-    /// One request: a fresh store with the tenant's limits, an instance on
-    /// a pooled memory, the handler on a pooled fiber stack.
-    pub async fn run(&self, input: &[u8], grow: u32) -> wasmtime::Result<Reply> {
-        if input.len() > MAX_INPUT {
-            wasmtime::bail!("input of {} bytes exceeds {MAX_INPUT}", input.len());
-        }
+    /// A tenant's fresh store: its memory limited to `memory_limit`.
+    pub fn store(&self) -> Store<Tenant> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.memory_limit)
             .instances(1)
             .build();
         let mut store = Store::new(&self.engine, Tenant { limits });
         store.limiter(|t| &mut t.limits);
-        let instance = self.pre.instantiate_async(&mut store).await?;
+        store
+    }
+
+    /// The module, ready to instantiate in a store of [`store`](Self::store).
+    pub fn pre(&self) -> &InstancePre<Tenant> {
+        &self.pre
+    }
+
+    /// One request: a fresh store with the tenant's limits, an instance on
+    /// a pooled memory, the handler on a pooled fiber stack.
+    pub async fn run(&self, input: &[u8], grow: u32) -> wasmtime::Result<Reply> {
+        if input.len() > MAX_INPUT {
+            wasmtime::bail!("input of {} bytes exceeds {MAX_INPUT}", input.len());
+        }
+        let mut store = self.store();
+        let instance = self.pre().instantiate_async(&mut store).await?;
+        self.handle(&mut store, &instance, input, grow).await
+    }
+
+    /// The handler's calls on `instance`: check, write the input, run, read
+    /// the output (what `run` does after instantiating; the bench calls it
+    /// alone as its floor).
+    pub async fn handle(
+        &self,
+        mut store: &mut Store<Tenant>,
+        instance: &Instance,
+        input: &[u8],
+        grow: u32,
+    ) -> wasmtime::Result<Reply> {
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| wasmtime::format_err!("no memory export"))?;
@@ -157,7 +210,7 @@ impl Backend {
             .call_async(&mut store, (input.len() as i32, grow as i32))
             .await?;
         let mut output = vec![0; input.len()];
-        memory.read(&store, OUTPUT_AT, &mut output)?;
+        memory.read(&*store, OUTPUT_AT, &mut output)?;
         let seen = instance
             .get_global(&mut store, "seen")
             .and_then(|g| g.get(&mut store).i32())

@@ -41,7 +41,11 @@ pub async fn compare(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         crate::common::fmt_bytes(args.memory_limit as f64),
     );
     let mut runs = Vec::new();
-    for kind in [Kind::InstancePool, Kind::WasmtimePooling] {
+    for kind in [
+        Kind::InstancePool,
+        Kind::WasmtimePooling,
+        Kind::WasmtimeOnDemand,
+    ] {
         runs.push(one_backend(args, kind).await?);
     }
     summary(&runs);
@@ -256,7 +260,7 @@ fn summary(runs: &[Run]) {
             r.refused_grows,
         );
     }
-    if let [a, b] = runs {
+    if let [a, b, ..] = runs {
         let rate = |r: &Run| r.ok as f64 / r.elapsed.as_secs_f64();
         let ratio = |q| us(&a.latency_us, q) as f64 / us(&b.latency_us, q).max(1) as f64;
         println!(

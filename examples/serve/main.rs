@@ -27,6 +27,8 @@ mod chart;
 #[allow(dead_code, reason = "the serve example parses no page multiples")]
 mod common;
 mod http;
+#[path = "../common/lines.rs"]
+mod lines;
 mod load;
 
 use backend::{Backend, Kind};
@@ -44,9 +46,9 @@ struct Args {
     /// How long the server runs before it stops by itself
     #[arg(long, value_name = "S", default_value = "30", value_parser = common::parse_seconds)]
     seconds: Duration,
-    /// What the server runs on: `pool` (this crate) or `wasmtime`
-    /// (Wasmtime's own pooling allocator)
-    #[arg(long, default_value = "pool", value_parser = ["pool", "wasmtime"])]
+    /// What the server runs on: `pool` (this crate), `wasmtime` (Wasmtime's
+    /// own pooling allocator) or `ondemand` (Wasmtime's default, no pool)
+    #[arg(long, default_value = "pool", value_parser = ["pool", "wasmtime", "ondemand"])]
     backend: String,
     /// Compare both backends under load instead of serving
     #[arg(long)]
@@ -91,10 +93,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.load {
         return runtime.block_on(load::compare(&args));
     }
-    let kind = if args.backend == "pool" {
-        Kind::InstancePool
-    } else {
-        Kind::WasmtimePooling
+    let kind = match args.backend.as_str() {
+        "pool" => Kind::InstancePool,
+        "wasmtime" => Kind::WasmtimePooling,
+        _ => Kind::WasmtimeOnDemand,
     };
     runtime.block_on(serve(&args, kind))
 }
