@@ -219,3 +219,39 @@ fn memories_the_slots_cannot_hold_are_refused_with_what_was_asked() {
         drop(store);
     }
 }
+
+/// Wasmtime's defaults: 4 GiB reservations and 32 MiB guards, so the JIT
+/// code has no bounds checks at all and every out-of-bounds access is a
+/// fault in the slot or its guard.
+#[test]
+fn with_4_gib_slots_the_jit_drops_bounds_checks_and_the_guard_traps() {
+    const WAT4: &str = r#"
+    (module
+      (memory (export "memory") 1)
+      (func (export "load") (param i32) (result i32) (i32.load (local.get 0)))
+      (func (export "load_far") (param i32) (result i32)
+        (i32.load offset=0x1000000 (local.get 0))))
+    "#;
+    for shape in &SHAPES[..2] {
+        let mut c = PoolingConfig::default();
+        c.total_instances(2).total_memories(2).total_tables(2);
+        shape.apply(&mut c);
+        let pool = PoolingInstanceAllocator::new(&c).unwrap();
+        let engine = engine_on(&pool);
+        let module = Module::new(&engine, WAT4).unwrap();
+        for round in ["fresh", "reused"] {
+            let (mut store, instance) = tenant(&engine, &module, usize::MAX);
+            let ok: i32 = call(&mut store, &instance, "load", 65532).unwrap();
+            assert_eq!(ok, 0, "{shape:?} {round}");
+            for at in [65533, 1 << 20, i32::MAX, -4] {
+                let what = format!("{shape:?} {round}: load at {at:#x}");
+                assert_out_of_bounds(call(&mut store, &instance, "load", at), &what);
+            }
+            // The highest index plus a 16 MiB offset: past the 4 GiB slot,
+            // inside its 32 MiB guard.
+            let far = call(&mut store, &instance, "load_far", -1);
+            assert_out_of_bounds(far, &format!("{shape:?} {round}: into the guard"));
+        }
+        assert_eq!(pool.metrics().memories_in_use, 0);
+    }
+}

@@ -12,6 +12,10 @@
 //! - `calls_only`: the floor, `Backend::handle` on one instance kept alive
 //!   (no store, no instantiation, no isolation): what every row pays anyway.
 //!
+//! `wasmtime_data` times an instantiation whose memory starts with a data
+//! segment of 4 KiB to 512 KiB: copied in by Wasmtime on the crate's pool,
+//! mapped copy-on-write by Wasmtime's own.
+//!
 //! `cargo bench --features wasmtime-examples --bench wasmtime` (about a
 //! minute) ends with the ratios from this run's medians.
 
@@ -80,6 +84,47 @@ fn bench(c: &mut Criterion) {
         }
     }
     group.finish();
+    data_segments(c);
+}
+
+/// Data segment sizes of the `wasmtime_data` group.
+const DATA_SIZES: [(usize, &str); 3] = [(4 << 10, "4K"), (64 << 10, "64K"), (512 << 10, "512K")];
+
+/// What a data segment costs each instantiation: Wasmtime copies it into a
+/// pooled memory (copy-on-write needs memories Wasmtime mapped itself),
+/// where its own pool maps its image copy-on-write. One iteration: a
+/// store, an instance of a module whose memory starts with `size` bytes
+/// of data, the drop.
+fn data_segments(c: &mut Criterion) {
+    let mut group = c.benchmark_group("wasmtime_data");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    for (size, label) in DATA_SIZES {
+        let data: String = std::iter::repeat_n("\\aa", size).collect();
+        let wat =
+            format!("(module (memory (export \"memory\") 16) (data (i32.const 0) \"{data}\"))");
+        for (name, kind) in [
+            ("instance_pool", Kind::InstancePool),
+            ("wasmtime_pooling", Kind::WasmtimePooling),
+        ] {
+            let (config, _pools) = backend::engine_config(kind, SLOTS).expect("config");
+            let engine = wasmtime::Engine::new(&config).expect("engine");
+            let module = wasmtime::Module::new(&engine, &wat).expect("module");
+            let pre = wasmtime::Linker::new(&engine)
+                .instantiate_pre(&module)
+                .expect("instantiate_pre");
+            group.bench_function(format!("{name}_{label}"), |b| {
+                b.iter(|| {
+                    let mut store = wasmtime::Store::new(&engine, ());
+                    let instance = pre.instantiate(&mut store).expect("instance");
+                    black_box(instance);
+                })
+            });
+        }
+    }
+    group.finish();
 }
 
 fn summary(since: SystemTime) {
@@ -111,6 +156,22 @@ fn summary(since: SystemTime) {
         if let (Some(n), Some(d)) = (t(num), t(den)) {
             let (fmt, r) = (estimates::fmt_time, n / d);
             println!("| {what} | **{r:.2}x** | {} / {} |", fmt(n), fmt(d));
+        }
+    }
+    let d = |id: &str| estimates::median_ns(&dir, &format!("wasmtime_data/{id}"), since);
+    for (_, label) in DATA_SIZES {
+        let (num, den) = (
+            format!("instance_pool_{label}"),
+            format!("wasmtime_pooling_{label}"),
+        );
+        if let (Some(n), Some(m)) = (d(&num), d(&den)) {
+            let fmt = estimates::fmt_time;
+            println!(
+                "| instantiate with {label} of data: copied vs copy-on-write | **{:.2}x** | {} / {} |",
+                n / m,
+                fmt(n),
+                fmt(m)
+            );
         }
     }
 }
