@@ -79,18 +79,25 @@ fn a_failed_instantiation_takes_nothing_and_the_slot_serves_again() {
     }
 }
 
-#[test]
-fn a_failed_grow_is_minus_one_and_leaves_the_memory_as_it_was() {
+/// Walks every failure point of a grow by `grow` pages from 1, after a
+/// first tenant of the slot grew by `before` pages: a failure is
+/// `memory.grow` = -1, the size stays 1 page and every page past it still
+/// traps; the memory grows afterwards, and the next tenant finds it fresh.
+fn walk_grow(before: i32, grow: i32) {
     for shape in SHAPES {
         let mut failures = 0;
         for n in 1..=MAX_STEPS {
-            let ctx = format!("{shape:?} syscall {n}");
+            let ctx = format!("{shape:?} before {before} grow {grow}: syscall {n}");
             let pool = pool(shape, 1);
             let engine = engine_on(&pool);
             let module = Module::new(&engine, WAT).unwrap();
+            if before > 0 {
+                let (mut first, instance) = tenant(&engine, &module, FULL);
+                let _: i32 = call(&mut first, &instance, "grow", before).unwrap();
+            }
             let (mut store, instance) = tenant(&engine, &module, FULL);
             let (result, reached) =
-                with_nth_failing(n, || call::<i32, i32>(&mut store, &instance, "grow", 3));
+                with_nth_failing(n, || call::<i32, i32>(&mut store, &instance, "grow", grow));
             let old = result.unwrap();
             if !reached {
                 assert_eq!(old, 1, "{ctx}");
@@ -100,17 +107,33 @@ fn a_failed_grow_is_minus_one_and_leaves_the_memory_as_it_was() {
                 failures += 1;
                 let memory = instance.get_memory(&mut store, "memory").unwrap();
                 assert_eq!(memory.size(&store), 1, "{ctx}: size unchanged");
-                assert_out_of_bounds(call(&mut store, &instance, "load", 65536), &ctx);
-                let again: i32 = call(&mut store, &instance, "grow", 3).unwrap();
+                for page in 1..=grow {
+                    let r = call(&mut store, &instance, "load", page << 16);
+                    assert_out_of_bounds(r, &format!("{ctx}: page {page}"));
+                }
+                let again: i32 = call(&mut store, &instance, "grow", grow).unwrap();
                 assert_eq!(again, 1, "{ctx}: growable after the failure");
             }
             let _: () = call(&mut store, &instance, "fill", 0x55).unwrap();
-            assert_out_of_bounds(call(&mut store, &instance, "load", 4 << 16), &ctx);
+            let r = call(&mut store, &instance, "load", (grow + 1) << 16);
+            assert_out_of_bounds(r, &ctx);
             drop(store);
             assert_next_tenant_fresh(&pool, &engine, &module, &ctx);
         }
         assert!(failures > 0, "{shape:?}: growing makes a syscall");
     }
+}
+
+#[test]
+fn a_failed_grow_is_minus_one_and_leaves_the_memory_as_it_was() {
+    walk_grow(0, 3);
+}
+
+/// A tenant grew the slot to 8 pages, so the next one's growth to 12 both
+/// removes markers (up to 8) and widens the mapping (past 8).
+#[test]
+fn a_failed_grow_past_the_slots_high_water_leaves_nothing_past_the_size_open() {
+    walk_grow(7, 11);
 }
 
 #[test]

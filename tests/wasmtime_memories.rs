@@ -12,8 +12,11 @@ use instance_pool::wasmtime::PooledMemoryCreator;
 use instance_pool::{PoolingConfig, PoolingInstanceAllocator};
 use wasmtime::{Engine, Instance, Module, Store, StoreLimits};
 
+/// With 1 MiB slots the JIT checks each index against the reservation;
+/// between the size and the reservation it relies on the slot faulting.
+/// (The 4 GiB test below reaches the trailing guard itself.)
 #[test]
-fn out_of_bounds_loads_trap_in_the_guard_region_on_fresh_and_reused_slots() {
+fn out_of_bounds_loads_trap_on_fresh_and_reused_slots() {
     for shape in SHAPES {
         let pool = pool(shape, 1);
         let engine = engine_on(&pool);
@@ -26,17 +29,25 @@ fn out_of_bounds_loads_trap_in_the_guard_region_on_fresh_and_reused_slots() {
             assert_eq!(&memory.data(&store)[16..21], b"hello", "{shape:?} {round}");
             let last: i32 = call(&mut store, &instance, "load", 65532).unwrap();
             assert_eq!(last, 0, "{shape:?} {round}: the last word is in bounds");
-            // Past the size, inside the slot: unreachable part of the slot.
-            assert_out_of_bounds(call(&mut store, &instance, "load", 65533), "past size");
-            // Past the whole slot: the trailing guard.
-            let into_guard = (MIB - 0xf000 + 16) as i32;
-            assert_out_of_bounds(
-                call(&mut store, &instance, "load_guard", into_guard),
-                "into the guard",
-            );
-            // The trap leaves the store usable.
+            // Past the size, inside the slot: what the previous tenant grew
+            // into (in the reused round) faults again.
+            for at in [65533, 4 << 16, 15 << 16] {
+                let what = format!("{shape:?} {round}: load at {at:#x}");
+                assert_out_of_bounds(call(&mut store, &instance, "load", at), &what);
+            }
+            // Past the reservation (the whole slot), by the offset.
+            let past = (MIB - 0xf000 + 16) as i32;
+            let r = call(&mut store, &instance, "load_guard", past);
+            assert_out_of_bounds(r, &format!("{shape:?} {round}: past the slot"));
+            // The trap leaves the store usable; this tenant grows to the
+            // whole slot and writes all of it before the next one comes.
             let again: i32 = call(&mut store, &instance, "load", 16).unwrap();
             assert_eq!(again.to_le_bytes(), *b"hell", "{shape:?} {round}");
+            assert_eq!(
+                call::<i32, i32>(&mut store, &instance, "grow", 15).unwrap(),
+                1
+            );
+            let _: () = call(&mut store, &instance, "fill", 0x5A).unwrap();
             assert_eq!(pool.metrics().memories_in_use, 1);
         }
         assert_eq!(bases[0], bases[1], "{shape:?}: one slot, reused");
@@ -254,4 +265,22 @@ fn with_4_gib_slots_the_jit_drops_bounds_checks_and_the_guard_traps() {
         }
         assert_eq!(pool.metrics().memories_in_use, 0);
     }
+}
+
+#[test]
+fn host_memories_are_not_taken_from_the_pool() {
+    // Wasmtime 48 makes `Memory::new` memories with its default allocator,
+    // whatever the creator (the module docs say so): none of the pool's
+    // slots is taken, and the pool's own instances still get theirs.
+    let pool = pool(SHAPES[0], 1);
+    let engine = engine_on(&pool);
+    let mut store = Store::new(&engine, ());
+    let host = wasmtime::Memory::new(&mut store, wasmtime::MemoryType::new(1, None)).unwrap();
+    assert_eq!(host.size(&store), 1);
+    assert_eq!(pool.metrics().memory_acquisitions, 0);
+    let module = Module::new(&engine, WAT).unwrap();
+    let (tenant_store, _) = tenant(&engine, &module, MIB);
+    assert_eq!(pool.metrics().memories_in_use, 1);
+    drop((tenant_store, store));
+    assert_eq!(pool.metrics().memories_in_use, 0);
 }

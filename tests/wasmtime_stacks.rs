@@ -203,3 +203,27 @@ fn a_reused_pooled_stack_holds_nothing_of_the_last_fiber() {
     assert!(bytes.iter().all(|&b| b == 0), "a fiber's frames were left");
     assert_eq!(stacks.metrics().stack_acquisitions, 2);
 }
+
+#[test]
+fn the_stack_creator_describes_exactly_the_pooled_stack_and_its_guard() {
+    use wasmtime::StackCreator;
+    let stacks = stacks(2, MemoryProtection::Auto);
+    let creator = PooledStackCreator::new(&stacks);
+    let a = creator.new_stack(MIB, true).unwrap();
+    let b = creator.new_stack(MIB / 2, false).unwrap();
+    for s in [&a, &b] {
+        let range = s.range();
+        let guard = s.guard_range();
+        assert_eq!(s.top() as usize, range.end);
+        assert_eq!(range.len(), MIB, "a whole pooled stack, whatever was asked");
+        assert_eq!(guard.end as usize, range.start, "the guard right below");
+        assert_eq!(guard.end as usize - guard.start as usize, 64 << 10);
+        assert_eq!(range.start % instance_pool::host_page_size(), 0);
+    }
+    // Neighbours: one stack's guard never overlaps the other stack.
+    let (ra, rb) = (a.range(), b.range());
+    assert!(ra.end <= b.guard_range().start as usize || rb.end <= a.guard_range().start as usize);
+    assert_eq!(stacks.metrics().stacks_in_use, 2);
+    drop((a, b));
+    assert_eq!(stacks.metrics().stacks_in_use, 0);
+}

@@ -4,7 +4,8 @@
 //! memory by a page, and the drop), on
 //!
 //! - `instance_pool`: Wasmtime on-demand with this crate's
-//!   `PooledMemoryCreator` and `PooledStackCreator`;
+//!   `PooledMemoryCreator` and `PooledStackCreator` (`mprotect` path);
+//!   `instance_pool_markers`: the same on guard markers;
 //! - `wasmtime_pooling`: Wasmtime's own pooling allocator (copy-on-write
 //!   data, its stack pool);
 //! - `wasmtime_on_demand`: Wasmtime's default allocator (an `mmap` per
@@ -12,9 +13,10 @@
 //! - `calls_only`: the floor, `Backend::handle` on one instance kept alive
 //!   (no store, no instantiation, no isolation): what every row pays anyway.
 //!
-//! `wasmtime_data` times an instantiation whose memory starts with a data
-//! segment of 4 KiB to 512 KiB: copied in by Wasmtime on the crate's pool,
-//! mapped copy-on-write by Wasmtime's own.
+//! `wasmtime_data` times an instantiation (no access to the data) whose
+//! memory starts with a data segment of 4 KiB to 512 KiB: copied in by
+//! Wasmtime on the crate's pool, mapped copy-on-write by Wasmtime's own
+//! (whose page faults come later, when a request reads the data).
 //!
 //! `cargo bench --features wasmtime-examples --bench wasmtime` (about a
 //! minute) ends with the ratios from this run's medians.
@@ -67,6 +69,7 @@ fn bench(c: &mut Criterion) {
     }
     for (name, kind) in [
         ("instance_pool", Kind::InstancePool),
+        ("instance_pool_markers", Kind::InstancePoolMarkers),
         ("wasmtime_pooling", Kind::WasmtimePooling),
         ("wasmtime_on_demand", Kind::WasmtimeOnDemand),
     ] {
@@ -141,6 +144,11 @@ fn summary(since: SystemTime) {
             "instance-pool vs Wasmtime on-demand",
             "instance_pool",
             "wasmtime_on_demand",
+        ),
+        (
+            "instance-pool, guard markers vs mprotect",
+            "instance_pool_markers",
+            "instance_pool",
         ),
         (
             "instance-pool vs the calls alone",

@@ -39,14 +39,18 @@ pub fn parse_page_multiple(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A positive number of seconds (`3`, `0.5`) that a `Duration` can hold.
+/// The longest run a flag may ask for: a day (so that `now + run` is
+/// always representable).
+pub const MAX_SECONDS: u64 = 86_400;
+
+/// A positive number of seconds (`3`, `0.5`), at most [`MAX_SECONDS`].
 pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     s.trim()
         .parse::<f64>()
         .ok()
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("not a positive number of seconds: {s:?}"))
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(MAX_SECONDS))
+        .ok_or_else(|| format!("not a positive number of seconds up to {MAX_SECONDS}: {s:?}"))
 }
 
 /// `512 B`, `9.9 KiB`, `1.0 MiB`, `4.00 GiB`: bytes for a summary.

@@ -38,6 +38,8 @@ const STACK_KEEP_RESIDENT: usize = 16 << 10;
 pub enum Kind {
     /// Wasmtime on-demand, memories and stacks from this crate's pools.
     InstancePool,
+    /// The same on the guard-marker path (`MemoryProtection::Auto` here).
+    InstancePoolMarkers,
     /// Wasmtime's own pooling allocator.
     WasmtimePooling,
     /// Wasmtime's default: an `mmap` per memory, a fresh stack per store.
@@ -48,6 +50,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::InstancePool => "wasmtime + instance-pool",
+            Kind::InstancePoolMarkers => "wasmtime + instance-pool, markers",
             Kind::WasmtimePooling => "wasmtime pooling allocator",
             Kind::WasmtimeOnDemand => "wasmtime on-demand (no pool)",
         }
@@ -87,7 +90,12 @@ pub fn engine_config(kind: Kind, slots: u32) -> wasmtime::Result<(Config, Option
         // crate's stack pool always zeroes; Wasmtime's only when asked.
         .async_stack_zeroing(true);
     let pools = match kind {
-        Kind::InstancePool => {
+        Kind::InstancePool | Kind::InstancePoolMarkers => {
+            let protection = if kind == Kind::InstancePool {
+                MemoryProtection::Mprotect
+            } else {
+                MemoryProtection::GuardMarkers
+            };
             let mut p = PoolingConfig::default();
             p.total_instances(slots)
                 .total_memories(slots)
@@ -98,9 +106,9 @@ pub fn engine_config(kind: Kind, slots: u32) -> wasmtime::Result<(Config, Option
                 // Every page a tenant may grow stays resident between
                 // tenants (KEEP_RESIDENT is the tenant limit): `mprotect`
                 // keeps grown pages behind PROT_NONE, where guard markers
-                // would discard them and fault them in again (9.8 against
-                // 15.0 µs a request in benches/wasmtime, one run).
-                .memory_protection(MemoryProtection::Mprotect);
+                // would discard them and fault them in again (markers take
+                // 1.39x as long a request in benches/wasmtime, one run).
+                .memory_protection(protection);
             let pool = PoolingInstanceAllocator::new(&p)?;
             let mut s = StackPoolConfig::default();
             s.total_stacks(slots)

@@ -16,6 +16,8 @@ use tokio::time::Instant;
 
 /// The longest a connection stays open, whatever its client does.
 const CONNECTION_LIMIT: Duration = Duration::from_secs(120);
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 1024;
 
 /// Serves `backend` on `listener` until `stop` turns true or `deadline`
 /// passes; then stops accepting and gives open connections a second.
@@ -32,7 +34,11 @@ pub async fn serve(
             _ = tokio::time::sleep_until(deadline) => break,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let Ok((stream, _)) = accepted else {
+            // Out of file descriptors, say: wait a little rather than spin.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let backend = backend.clone();
         connections.spawn(async move {
@@ -41,8 +47,11 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(CONNECTION_LIMIT, conn).await;
         });
-        // Reap finished connections so the set stays small.
+        // Reap finished connections; at the cap, wait for one to end.
         while connections.try_join_next().is_some() {}
+        if connections.len() >= MAX_CONNECTIONS {
+            let _ = tokio::time::timeout_at(deadline, connections.join_next()).await;
+        }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while connections.join_next().await.is_some() {}

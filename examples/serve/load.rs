@@ -78,7 +78,8 @@ async fn one_backend(args: &Args, kind: Kind) -> Result<Run, Box<dyn std::error:
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let deadline = Instant::now() + args.max_seconds + Duration::from_secs(5);
+    // The warm-up and the measured phase may each take `max_seconds`.
+    let deadline = Instant::now() + 2 * args.max_seconds + Duration::from_secs(5);
     let server = tokio::spawn(http::serve(listener, backend.clone(), deadline, stop_rx));
 
     let warm_up = args.requests / 10;

@@ -46,9 +46,11 @@ struct Args {
     /// How long the server runs before it stops by itself
     #[arg(long, value_name = "S", default_value = "30", value_parser = common::parse_seconds)]
     seconds: Duration,
-    /// What the server runs on: `pool` (this crate), `wasmtime` (Wasmtime's
-    /// own pooling allocator) or `ondemand` (Wasmtime's default, no pool)
-    #[arg(long, default_value = "pool", value_parser = ["pool", "wasmtime", "ondemand"])]
+    /// What the server runs on: `pool` (this crate), `pool-markers` (the
+    /// same on guard markers), `wasmtime` (Wasmtime's own pooling allocator)
+    /// or `ondemand` (Wasmtime's default, no pool)
+    #[arg(long, default_value = "pool",
+          value_parser = ["pool", "pool-markers", "wasmtime", "ondemand"])]
     backend: String,
     /// Compare both backends under load instead of serving
     #[arg(long)]
@@ -95,6 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let kind = match args.backend.as_str() {
         "pool" => Kind::InstancePool,
+        "pool-markers" => Kind::InstancePoolMarkers,
         "wasmtime" => Kind::WasmtimePooling,
         _ => Kind::WasmtimeOnDemand,
     };

@@ -250,31 +250,57 @@ impl MemorySlot {
         Ok(())
     }
 
-    /// Opens `[accessible, size)`.
+    /// Opens `[accessible, size)`. On error nothing past the size is left
+    /// open: markers removed on the way are installed again and a part
+    /// `mprotect` opened is closed again, or else the slot needs a scrub.
     fn widen(&mut self, size: usize) -> io::Result<()> {
         let unmark_to = size.min(self.rw).max(self.accessible);
+        let mut unmarked = None;
         if self.mode.markers && unmark_to > self.accessible {
             let (from, len) = (self.accessible, unmark_to - self.accessible);
             // SAFETY: `[from, from + len)` is inside this slot's read-write
             // part; removing markers invalidates no reference.
             if let Err(e) = unsafe { sys::guard_remove(self.base.add(from), len) } {
-                // Part of the range may be open now: mark it again, or the
-                // slot must not reach anyone before a scrub.
-                // SAFETY: as above; nothing references bytes past the size.
-                if unsafe { sys::guard_install(self.base.add(from), len) }.is_err() {
-                    self.needs_scrub = true;
-                }
+                self.close_again(from, len, false);
                 return Err(e);
             }
+            unmarked = Some((from, len));
         }
         let open_from = self.rw.max(self.accessible);
         if size > open_from {
             // SAFETY: `[open_from, size)` lies inside this slot (size <=
             // capacity); widening access invalidates no reference.
-            unsafe { sys::protect_read_write(self.base.add(open_from), size - open_from)? };
+            let opened =
+                unsafe { sys::protect_read_write(self.base.add(open_from), size - open_from) };
+            if let Err(e) = opened {
+                // A failed mprotect may have changed part of its range.
+                self.close_again(open_from, size - open_from, true);
+                if let Some((from, len)) = unmarked {
+                    self.close_again(from, len, false);
+                }
+                return Err(e);
+            }
             self.rw = size;
         }
         Ok(())
+    }
+
+    /// After a failed widening: makes `[from, from + len)` fault again
+    /// (`PROT_NONE` when `protect`, else guard markers), or marks the slot
+    /// as needing a scrub, so that it reaches nobody before it is remapped.
+    fn close_again(&mut self, from: usize, len: usize, protect: bool) {
+        // SAFETY: the range lies inside this slot, past its size: nothing
+        // references it.
+        let closed = unsafe {
+            if protect {
+                sys::protect_none(self.base.add(from), len)
+            } else {
+                sys::guard_install(self.base.add(from), len)
+            }
+        };
+        if closed.is_err() {
+            self.needs_scrub = true;
+        }
     }
 
     /// Replaces `[0, len)` with fresh `PROT_NONE` memory: no image, no

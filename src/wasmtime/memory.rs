@@ -114,9 +114,9 @@ impl PooledMemoryCreator {
 // SAFETY: every memory this creator returns is a pool slot held alone by
 // the returned `PooledLinearMemory` until Wasmtime drops it: page aligned,
 // `minimum` bytes accessible and zero (a fresh or reset slot), never moving,
-// and followed, past its size, by at least `reserved + guard` bytes that
-// fault (checked in `create`; the slot layer keeps every byte past the size
-// faulting).
+// and every byte from its size up to `base + reserved + guard` faults
+// (`create` checks that this lies within the slot and its trailing guard;
+// the slot layer keeps every byte past the size faulting).
 unsafe impl wasmtime::MemoryCreator for PooledMemoryCreator {
     fn new_memory(
         &self,
@@ -171,6 +171,9 @@ unsafe impl wasmtime::LinearMemory for PooledLinearMemory {
     }
 
     fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
+        if !new_size.is_multiple_of(WASM_PAGE_SIZE) {
+            wasmtime::bail!("instance_pool: a memory size of {new_size} bytes is not whole pages");
+        }
         if new_size > self.capacity {
             wasmtime::bail!(
                 "instance_pool: growing to {new_size} bytes exceeds the reservation of {}",

@@ -46,14 +46,21 @@
 //!   memfd images cannot help, because `new_memory` is not told the module.
 //!   Measured against Wasmtime's own pool, which maps the image (one run of
 //!   `benches/wasmtime`, 1 MiB memories): an instantiation with 4 KiB of
-//!   data takes 3.05x as long, with 64 KiB 3.49x, with 512 KiB 52.65x (180
-//!   against 3.4 µs). Modules with more than a few KiB of data are better
+//!   data takes 2.72x as long, with 64 KiB 3.11x, with 512 KiB 56.17x (180
+//!   against 3.2 µs); the copy-on-write side pays its page faults later,
+//!   when the data is read. Modules with more than a few KiB of data are better
 //!   served by Wasmtime's pooling allocator; request handlers with a few
 //!   hundred bytes of data pay little (the serve example's request is
-//!   0.89x-0.98x of Wasmtime's pool).
+//!   0.88x-0.98x of Wasmtime's pool over three runs).
 //!
-//! Host memories made with `wasmtime::Memory::new` come from the pool too
-//! (Wasmtime makes them through the same creator). The errors of
+//! Only instances' memories come from the pool. Host memories made with
+//! `wasmtime::Memory::new` or `SharedMemory::new` do not: Wasmtime 48 makes
+//! them with its default allocator, outside the pool's limits and metrics.
+//! With Wasmtime's `gc` feature on (its default features include it), GC
+//! heaps are asked of this creator too, with the `gc_heap_reservation` and
+//! `gc_heap_guard_size` settings, which `install` leaves alone: each GC
+//! heap then takes a slot, or is refused like any request the slots cannot
+//! honour. The errors of
 //! `new_memory` are strings in Wasmtime's trait, so a refusal (including
 //! the pool's exhaustion) reaches the embedder as a message naming the
 //! limit and value, not as a typed [`Error`](crate::Error).
@@ -70,7 +77,9 @@
 //!
 //! [`PooledStackCreator::install`] sets `with_host_stack` and
 //! `async_stack_size` to the pool's `stack_size` (Wasmtime requires it to
-//! exceed `max_wasm_stack`, 512 KiB by default). Every pooled stack is
+//! be at least `max_wasm_stack`, 512 KiB by default). Wasmtime asks a
+//! `StackCreator` only with the on-demand strategy, as for memories: under
+//! its pooling strategy the creator is silently unused. Every pooled stack is
 //! zeroed on release, so Wasmtime's `async_stack_zeroing` is honoured
 //! whatever its value. A request for a larger stack than the pool's is
 //! refused with a message. Wasmtime keeps a store's fiber stack until the
