@@ -167,3 +167,36 @@ fn write_before_data_size_after_failed_grow_does_not_fault() {
         || after_failed_grow(-1, os_fails),
     );
 }
+
+/// A previous tenant grew the slot to 8 pages; this one grows from 2 to 12
+/// with every `mprotect` refused. On the marker path that growth removes
+/// markers up to 8 pages before its `mprotect` fails: they must be back,
+/// so the byte at the size still faults. (Where nothing needs an
+/// `mprotect`, the dense layout, the growth succeeds and the byte at the
+/// new size faults all the same.)
+fn past_high_water_with_mprotect_refused() -> *mut u8 {
+    let pool = config::pool(&common::guard::config(1));
+    {
+        let (mut first, m) = common::guard::tenant(&pool, 2, None);
+        m.grow(&mut first, 6).unwrap();
+    }
+    let (mut store, m) = common::guard::tenant(&pool, 2, None);
+    instance_pool::fault::reset();
+    instance_pool::fault::refuse(Syscall::Mprotect);
+    let r = m.grow(&mut store, 10);
+    instance_pool::fault::reset();
+    let expected = if r.is_ok() { 12 } else { 2 };
+    assert_eq!(m.size(&store), expected, "{r:?}");
+    let size = m.data_size(&store);
+    std::mem::forget(pool);
+    common::guard::addr(store, m, size as isize)
+}
+
+#[test]
+fn write_at_data_size_after_a_failed_grow_past_the_high_water_faults() {
+    run(
+        "write_at_data_size_after_a_failed_grow_past_the_high_water_faults",
+        Expect::Fault,
+        past_high_water_with_mprotect_refused,
+    );
+}
