@@ -284,3 +284,40 @@ fn host_memories_are_not_taken_from_the_pool() {
     drop((tenant_store, store));
     assert_eq!(pool.metrics().memories_in_use, 0);
 }
+
+#[test]
+fn grow_to_refuses_partial_pages_and_the_reservation_and_changes_nothing() {
+    // Wasmtime never asks these (other page sizes are refused first), so
+    // the creator is driven through the trait directly.
+    use wasmtime::MemoryCreator;
+    for shape in SHAPES {
+        let pool = pool(shape, 1);
+        let creator = PooledMemoryCreator::new(&pool);
+        let ty = wasmtime::MemoryType::new(1, None);
+        // No reservation asked: the whole slot.
+        let mut m = creator
+            .new_memory(ty.clone(), 1 << 16, None, None, GUARD)
+            .unwrap();
+        assert_eq!((m.byte_size(), m.byte_capacity()), (1 << 16, MIB));
+        let half = m.grow_to((2 << 16) + 1).unwrap_err();
+        assert!(
+            format!("{half:?}").contains("not whole pages"),
+            "{shape:?}: {half:?}"
+        );
+        let past = m.grow_to(MIB + (1 << 16)).unwrap_err();
+        assert!(
+            format!("{past:?}").contains("exceeds the reservation"),
+            "{shape:?}: {past:?}"
+        );
+        assert_eq!(m.byte_size(), 1 << 16, "{shape:?}: unchanged");
+        m.grow_to(MIB).unwrap();
+        assert_eq!(m.byte_size(), MIB);
+        // SAFETY: `[0, byte_size)` is this memory's, read-write, and no
+        // one else refers to it.
+        let bytes = unsafe { std::slice::from_raw_parts(m.as_ptr(), m.byte_size()) };
+        assert!(bytes.iter().all(|&b| b == 0), "{shape:?}: zero-filled");
+        assert_eq!(pool.metrics().memories_in_use, 1);
+        drop(m);
+        assert_eq!(pool.metrics().memories_in_use, 0, "{shape:?}");
+    }
+}

@@ -38,7 +38,7 @@ const STACK_KEEP_RESIDENT: usize = 16 << 10;
 pub enum Kind {
     /// Wasmtime on-demand, memories and stacks from this crate's pools.
     InstancePool,
-    /// The same on the guard-marker path (`MemoryProtection::Auto` here).
+    /// The same on the guard-marker path (`MemoryProtection::GuardMarkers`).
     InstancePoolMarkers,
     /// Wasmtime's own pooling allocator.
     WasmtimePooling,

@@ -139,12 +139,17 @@ impl Mmap {
         Self::anonymous(len, ProtFlags::READ | ProtFlags::WRITE)
     }
 
+    /// A mapping of no bytes: no syscall, a pointer aligned for anything.
+    fn empty() -> Mmap {
+        Mmap {
+            ptr: SlotPtr::dangling(),
+            len: 0,
+        }
+    }
+
     fn anonymous(len: usize, prot: ProtFlags) -> io::Result<Mmap> {
         if len == 0 {
-            return Ok(Mmap {
-                ptr: SlotPtr::dangling(),
-                len: 0,
-            });
+            return Ok(Mmap::empty());
         }
         check(Syscall::Mmap)?;
         // SAFETY: a fresh mapping at an address the kernel chooses cannot
@@ -167,10 +172,7 @@ impl Mmap {
     /// a memory image's contents that costs no copy.
     pub fn file_read_only(fd: impl AsFd, len: usize) -> io::Result<Mmap> {
         if len == 0 {
-            return Ok(Mmap {
-                ptr: SlotPtr::dangling(),
-                len: 0,
-            });
+            return Ok(Mmap::empty());
         }
         check(Syscall::Mmap)?;
         // SAFETY: a fresh mapping at a kernel-chosen address aliases nothing;

@@ -130,6 +130,20 @@ impl Counters {
 /// one `# TYPE` and the samples per metric family, names prefixed
 /// `instance_pool_`, per-resource families labelled `resource`. Serve it
 /// as `text/plain; version=0.0.4` from whatever HTTP server the host has.
+/// One Prometheus family of one value: its `HELP`, `TYPE` and sample
+/// lines, named `instance_pool_{name}` (the stack pool's metrics use it too).
+pub(super) fn family(
+    f: &mut std::fmt::Formatter<'_>,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: &dyn std::fmt::Display,
+) -> std::fmt::Result {
+    writeln!(f, "# HELP instance_pool_{name} {help}")?;
+    writeln!(f, "# TYPE instance_pool_{name} {kind}")?;
+    writeln!(f, "instance_pool_{name} {value}")
+}
+
 impl std::fmt::Display for PoolMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let per_resource = |f: &mut std::fmt::Formatter<'_>,
@@ -145,15 +159,7 @@ impl std::fmt::Display for PoolMetrics {
             }
             Ok(())
         };
-        let single = |f: &mut std::fmt::Formatter<'_>,
-                      name: &str,
-                      kind: &str,
-                      help: &str,
-                      v: &dyn std::fmt::Display| {
-            writeln!(f, "# HELP instance_pool_{name} {help}")?;
-            writeln!(f, "# TYPE instance_pool_{name} {kind}")?;
-            writeln!(f, "instance_pool_{name} {v}")
-        };
+        let single = family;
         per_resource(
             f,
             "in_use",

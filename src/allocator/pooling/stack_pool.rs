@@ -240,9 +240,7 @@ impl std::fmt::Display for StackPoolMetrics {
             ),
         ];
         for (name, kind, help, value) in families {
-            writeln!(f, "# HELP instance_pool_{name} {help}")?;
-            writeln!(f, "# TYPE instance_pool_{name} {kind}")?;
-            writeln!(f, "instance_pool_{name} {value}")?;
+            super::metrics::family(f, name, kind, help, &value)?;
         }
         Ok(())
     }
