@@ -35,7 +35,7 @@ impl MemorySlot {
             .map_or(0, |i| i.mapped_len())
             .clamp(from, to);
         if self.mode.dirty_scan && (mapped_end > from || to - from > SCAN_MIN) {
-            let scanned = WRITTEN.with_borrow_mut(|written| {
+            let mut scan = |written: &mut sys::WrittenPages| {
                 let r = sys::written_pages(
                     // SAFETY: `from < to <= accessible <= capacity`.
                     unsafe { self.base.add(from) },
@@ -48,7 +48,13 @@ impl MemorySlot {
                     }
                 }
                 r
-            });
+            };
+            // During thread exit (a store kept in a `thread_local!` and
+            // dropped there) this thread's buffer may be gone already:
+            // `with` would abort the process, so scan into a fresh one.
+            let scanned = WRITTEN
+                .try_with(|w| scan(&mut w.borrow_mut()))
+                .unwrap_or_else(|_| scan(&mut sys::WrittenPages::default()));
             if scanned.is_ok() {
                 return;
             }
