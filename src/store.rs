@@ -2,7 +2,7 @@
 //! Instantiation, growth and reset run here, on the records the allocator
 //! gave out; the public handles (`Memory`, `Table`) only delegate.
 
-use crate::allocator::{Allocator, InstanceAllocator, MemoryEntry, TableEntry};
+use crate::allocator::{Allocator, Holdings, InstanceAllocator, MemoryEntry, TableEntry};
 use crate::limits::{self, Growth, Limiter, LimiterCtx};
 use crate::{
     Error, InstanceLayout, Resource, ResourceLimiter, ResourceLimiterAsync, Result, WASM_PAGE_SIZE,
@@ -22,17 +22,17 @@ use std::time::{Duration, Instant};
 /// was made from.
 pub struct Store<T> {
     id: u64,
-    allocator: Allocator,
     limiter: Option<Limiter<T>>,
     inner: StoreInner,
     data: T,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct StoreInner {
     instances: Vec<InstanceRecord>,
-    memories: Vec<MemoryEntry>,
-    tables: Vec<TableEntry>,
+    /// Every slot the store holds (given back when the store drops), and
+    /// the allocator they came from.
+    held: Holdings,
 }
 
 #[derive(Debug)]
@@ -49,48 +49,17 @@ pub struct Instance {
     pub(crate) index: u32,
 }
 
-/// Slots taken by an instantiation in progress; released on drop (an error
-/// or a panic part-way) unless committed.
-struct Taking<'a> {
-    allocator: &'a Allocator,
-    /// Wake a waiting instantiation after rolling back. Off for the head
-    /// waiter itself: only the head tries, so its own rollback can help
-    /// nobody, and waking itself would make it spin.
-    notify: bool,
-    instance: bool,
-    memories: Vec<MemoryEntry>,
-    tables: Vec<TableEntry>,
-}
-
-impl Drop for Taking<'_> {
-    fn drop(&mut self) {
-        for m in self.memories.drain(..).rev() {
-            self.allocator.release_memory(m);
-        }
-        for t in self.tables.drain(..).rev() {
-            self.allocator.release_table(t);
-        }
-        let Some(pool) = self.allocator.pool() else {
-            return;
-        };
-        if self.instance {
-            pool.release_instance();
-        }
-        if self.notify {
-            pool.admission.released();
-        }
-    }
-}
-
 impl<T> Store<T> {
     /// A new, empty store holding `data`, drawing slots from `allocator`.
     pub fn new(allocator: &impl InstanceAllocator, data: T) -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Store {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            allocator: allocator.allocator(),
             limiter: None,
-            inner: StoreInner::default(),
+            inner: StoreInner {
+                instances: Vec::new(),
+                held: Holdings::new(allocator.allocator()),
+            },
             data,
         }
     }
@@ -134,7 +103,7 @@ impl<T> Store<T> {
     /// (`memory_growing(0, min, maximum)`, even for a minimum of 0) and each
     /// table's. A failure part-way releases everything taken.
     pub fn instantiate(&mut self, layout: &InstanceLayout) -> Result<Instance> {
-        block_on(self.instantiate_inner(layout, true))
+        block_on(self.instantiate_inner(layout, None))
     }
 
     /// [`instantiate`](Self::instantiate), asking an async limiter without
@@ -143,10 +112,7 @@ impl<T> Store<T> {
     /// [`admission_timeout`](crate::PoolingConfig::admission_timeout)
     /// (zero by default: fail at once).
     pub async fn instantiate_async(&mut self, layout: &InstanceLayout) -> Result<Instance> {
-        let timeout = self
-            .allocator
-            .pool()
-            .map_or(Duration::ZERO, |p| p.admission_timeout());
+        let timeout = self.inner.held.allocator().admission_timeout();
         self.instantiate_waiting(layout, timeout).await
     }
 
@@ -178,30 +144,15 @@ impl<T> Store<T> {
         layout: &InstanceLayout,
         timeout: Duration,
     ) -> Result<Instance> {
-        let pool = match self.allocator.pool() {
-            Some(p) if !timeout.is_zero() => p.clone(),
-            _ => return self.instantiate_inner(layout, true).await,
-        };
         // A timeout past what an `Instant` can hold waits for ever (a
         // century, in practice).
         let now = Instant::now();
-        let deadline = now
-            .checked_add(timeout)
-            .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-            .unwrap_or(now);
-        self.precheck(layout)?;
-        let mut ticket = pool.admission.enqueue();
-        loop {
-            if !ticket.turn(deadline).await {
-                // Out of time: one last try, whatever our place.
-                return self.instantiate_inner(layout, true).await;
-            }
-            let epoch = ticket.epoch();
-            match self.instantiate_inner(layout, false).await {
-                Err(Error::PoolExhausted { .. }) => ticket.failed_at(epoch),
-                done => return done,
-            }
-        }
+        let deadline = (!timeout.is_zero()).then(|| {
+            now.checked_add(timeout)
+                .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+                .unwrap_or(now)
+        });
+        self.instantiate_inner(layout, deadline).await
     }
 
     /// Puts every instance back to its just-instantiated state, in place:
@@ -217,14 +168,14 @@ impl<T> Store<T> {
     /// memory with correct contents, some possibly still larger than their
     /// minimum; reset again or drop the store.
     pub fn reset(&mut self) -> Result<()> {
-        let (memory_keep, table_keep) = self.allocator.pool().map_or((0, 0), |p| p.keep_resident());
-        for t in &mut self.inner.tables {
+        let (memory_keep, table_keep) = self.inner.held.allocator().keep_resident();
+        for t in &mut self.inner.held.tables {
             t.slot.clear(table_keep);
             // Cannot fail: the slot held this many elements already.
             let _ = t.slot.grow(t.minimum, 0);
         }
         let mut first_error = None;
-        for m in &mut self.inner.memories {
+        for m in &mut self.inner.held.memories {
             if let Err(e) = m.slot.reset(&m.plan, memory_keep) {
                 first_error.get_or_insert(Error::Os(e));
             }
@@ -235,7 +186,7 @@ impl<T> Store<T> {
     /// The checks that waiting cannot change: the layout against the
     /// allocator, then the store's caps.
     fn precheck(&mut self, layout: &InstanceLayout) -> Result<()> {
-        self.allocator.check_layout(layout)?;
+        self.inner.held.allocator().check_layout(layout)?;
         let (mut limiter, inner) = self.parts();
         let (max_instances, max_memories, max_tables) = limiter.caps();
         let over = |have: usize, adding: usize, cap: usize| have.saturating_add(adding) > cap;
@@ -245,13 +196,17 @@ impl<T> Store<T> {
                 limit: max_instances,
             });
         }
-        if over(inner.memories.len(), layout.memories.len(), max_memories) {
+        if over(
+            inner.held.memories.len(),
+            layout.memories.len(),
+            max_memories,
+        ) {
             return Err(Error::StoreLimit {
                 resource: Resource::Memory,
                 limit: max_memories,
             });
         }
-        if over(inner.tables.len(), layout.tables.len(), max_tables) {
+        if over(inner.held.tables.len(), layout.tables.len(), max_tables) {
             return Err(Error::StoreLimit {
                 resource: Resource::Table,
                 limit: max_tables,
@@ -260,14 +215,17 @@ impl<T> Store<T> {
         Ok(())
     }
 
+    /// Instantiates `layout`: the checks, then its slots (waiting for them
+    /// until `deadline`, if any, when the pool is exhausted), then the
+    /// limiter's word on each minimum and the OS work. A failure gives back
+    /// everything taken.
     async fn instantiate_inner(
         &mut self,
         layout: &InstanceLayout,
-        notify: bool,
+        deadline: Option<Instant>,
     ) -> Result<Instance> {
         self.precheck(layout)?;
         let id = self.id;
-        let allocator = &self.allocator;
         let (mut limiter, inner) = (
             LimiterCtx {
                 data: &mut self.data,
@@ -275,23 +233,8 @@ impl<T> Store<T> {
             },
             &mut self.inner,
         );
-        let mut taking = Taking {
-            allocator,
-            notify,
-            instance: false,
-            memories: Vec::new(),
-            tables: Vec::new(),
-        };
-        if let Some(pool) = allocator.pool() {
-            pool.acquire_instance()?;
-            taking.instance = true;
-        }
-        for plan in &layout.memories {
-            taking.memories.push(allocator.acquire_memory(plan)?);
-        }
-        for ty in &layout.tables {
-            taking.tables.push(allocator.acquire_table(ty)?);
-        }
+        let allocator = inner.held.allocator();
+        let mut taking = allocator.take(layout, deadline).await?;
 
         for entry in taking.memories.iter_mut() {
             let min = entry.plan.ty.min_bytes();
@@ -321,14 +264,12 @@ impl<T> Store<T> {
         }
 
         let to_u32 = |n: usize| u32::try_from(n).expect("store caps keep counts in u32");
-        let m0 = to_u32(inner.memories.len());
-        let t0 = to_u32(inner.tables.len());
-        inner.memories.append(&mut taking.memories);
-        inner.tables.append(&mut taking.tables);
-        taking.instance = false;
+        let m0 = to_u32(inner.held.memories.len());
+        let t0 = to_u32(inner.held.tables.len());
+        inner.held.append(taking);
         inner.instances.push(InstanceRecord {
-            memories: m0..to_u32(inner.memories.len()),
-            tables: t0..to_u32(inner.tables.len()),
+            memories: m0..to_u32(inner.held.memories.len()),
+            tables: t0..to_u32(inner.held.tables.len()),
         });
         Ok(Instance {
             store: id,
@@ -346,7 +287,7 @@ impl<T> Store<T> {
     ) -> Result<u64> {
         self.check(store);
         let (mut limiter, inner) = self.parts();
-        let entry = &mut inner.memories[index as usize];
+        let entry = &mut inner.held.memories[index as usize];
         let current = entry.slot.size();
         let pages = (current / WASM_PAGE_SIZE) as u64;
         if delta_pages == 0 {
@@ -367,7 +308,7 @@ impl<T> Store<T> {
             overflowed: exact.is_none(),
         };
         let r = limits::grow(&mut limiter, growth, || entry.slot.resize(desired)).await;
-        counted(&self.allocator, r)?;
+        counted(inner.held.allocator(), r)?;
         Ok(pages)
     }
 
@@ -382,7 +323,7 @@ impl<T> Store<T> {
     ) -> Result<u32> {
         self.check(store);
         let (mut limiter, inner) = self.parts();
-        let entry = &mut inner.tables[index as usize];
+        let entry = &mut inner.held.tables[index as usize];
         let current = entry.slot.size();
         if delta == 0 {
             return Ok(current);
@@ -399,7 +340,7 @@ impl<T> Store<T> {
             overflowed,
         };
         let r = limits::grow(&mut limiter, growth, || entry.slot.grow(desired, init)).await;
-        counted(&self.allocator, r)?;
+        counted(inner.held.allocator(), r)?;
         Ok(current)
     }
 
@@ -440,52 +381,34 @@ impl<T> Store<T> {
     /// Memory `index` of this store, for a handle from store `store`.
     pub(crate) fn memory(&self, store: u64, index: u32) -> &MemoryEntry {
         self.check(store);
-        &self.inner.memories[index as usize]
+        &self.inner.held.memories[index as usize]
     }
 
     /// Memory `index`, mutably.
     pub(crate) fn memory_mut(&mut self, store: u64, index: u32) -> &mut MemoryEntry {
         self.check(store);
-        &mut self.inner.memories[index as usize]
+        &mut self.inner.held.memories[index as usize]
     }
 
     /// Table `index` of this store, for a handle from store `store`.
     pub(crate) fn table(&self, store: u64, index: u32) -> &TableEntry {
         self.check(store);
-        &self.inner.tables[index as usize]
+        &self.inner.held.tables[index as usize]
     }
 
     /// Table `index`, mutably.
     pub(crate) fn table_mut(&mut self, store: u64, index: u32) -> &mut TableEntry {
         self.check(store);
-        &mut self.inner.tables[index as usize]
+        &mut self.inner.held.tables[index as usize]
     }
 }
 
 /// Counts a limiter refusal in the pool's metrics.
 fn counted<R>(allocator: &Allocator, result: Result<R>) -> Result<R> {
-    if let (Err(Error::LimiterDenied { .. }), Some(pool)) = (&result, allocator.pool()) {
-        pool.limiter_denied();
+    if let Err(Error::LimiterDenied { .. }) = &result {
+        allocator.limiter_denied();
     }
     result
-}
-
-impl<T> Drop for Store<T> {
-    fn drop(&mut self) {
-        for m in self.inner.memories.drain(..) {
-            self.allocator.release_memory(m);
-        }
-        for t in self.inner.tables.drain(..) {
-            self.allocator.release_table(t);
-        }
-        let Some(pool) = self.allocator.pool() else {
-            return;
-        };
-        for _ in self.inner.instances.drain(..) {
-            pool.release_instance();
-        }
-        pool.admission.released();
-    }
 }
 
 impl<T: std::fmt::Debug> std::fmt::Debug for Store<T> {
@@ -493,8 +416,8 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Store<T> {
         f.debug_struct("Store")
             .field("data", &self.data)
             .field("instances", &self.inner.instances.len())
-            .field("memories", &self.inner.memories.len())
-            .field("tables", &self.inner.tables.len())
+            .field("memories", &self.inner.held.memories.len())
+            .field("tables", &self.inner.held.tables.len())
             .finish()
     }
 }

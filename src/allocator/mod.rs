@@ -4,9 +4,10 @@
 //! [`OnDemandInstanceAllocator`] maps each memory on its own, the baseline.
 //! Both implement the sealed [`InstanceAllocator`], which is all
 //! [`Store::new`](crate::Store::new) needs. A store holds an [`Allocator`]:
-//! the few operations every allocator has, and [`Allocator::pool`] for what
-//! only a pool does (instance counts, waiting, keep-resident resets,
-//! metrics).
+//! the operations every allocator has (those only a pool does, such as
+//! waiting and counting instances, do nothing on demand), so a store never
+//! asks which kind it has. What a store holds is [`Holdings`], given back
+//! in one place when dropped.
 
 mod on_demand;
 mod pooling;
@@ -17,11 +18,14 @@ pub use pooling::{
     PoolMetrics, PooledStack, PoolingInstanceAllocator, StackPool, StackPoolMetrics,
 };
 
+pub(crate) use pooling::Attempt;
+
 use crate::layout::MemoryPlan;
 use crate::slot::{MemorySlot, TableSlot};
-use crate::{InstanceLayout, Result, TableType};
+use crate::{InstanceLayout, Result};
 use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 mod sealed {
     pub trait Sealed {
@@ -68,6 +72,70 @@ pub(crate) struct TableEntry {
     pub maximum: Option<u32>,
 }
 
+/// What a store (or an instantiation in progress) holds: instance
+/// counts, memories and tables. Dropping it gives everything back through
+/// the allocator's one release path, which wakes waiting instantiations.
+pub(crate) struct Holdings {
+    allocator: Allocator,
+    /// How a failed attempt gives back (see [`Attempt`]).
+    attempt: Attempt,
+    /// Instance slots held (counted by a pool only).
+    pub instances: u32,
+    pub memories: Vec<MemoryEntry>,
+    pub tables: Vec<TableEntry>,
+}
+
+impl Holdings {
+    /// Nothing held yet.
+    pub fn new(allocator: Allocator) -> Self {
+        Holdings {
+            allocator,
+            attempt: Attempt::Alone,
+            instances: 0,
+            memories: Vec::new(),
+            tables: Vec::new(),
+        }
+    }
+
+    /// The allocator it gives back to.
+    pub fn allocator(&self) -> &Allocator {
+        &self.allocator
+    }
+
+    /// Moves everything `other` holds into `self`.
+    pub fn append(&mut self, mut other: Holdings) {
+        self.instances += std::mem::take(&mut other.instances);
+        self.memories.append(&mut other.memories);
+        self.tables.append(&mut other.tables);
+    }
+}
+
+impl Drop for Holdings {
+    fn drop(&mut self) {
+        let memories = self.memories.drain(..).rev().map(|m| (m.slot, m.plan));
+        let tables = self.tables.drain(..).rev().map(|t| t.slot);
+        let instances = std::mem::take(&mut self.instances);
+        match &self.allocator.0 {
+            Kind::Pool(p) => p.release(memories, tables, instances, self.attempt),
+            // Unmapped and freed as they drop.
+            Kind::OnDemand(_) => {
+                memories.for_each(drop);
+                tables.for_each(drop);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Holdings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holdings")
+            .field("instances", &self.instances)
+            .field("memories", &self.memories.len())
+            .field("tables", &self.tables.len())
+            .finish()
+    }
+}
+
 /// The allocator a store holds on to. `pub` only because the sealed
 /// trait returns it; it is unreachable from outside the crate.
 #[derive(Clone)]
@@ -82,32 +150,70 @@ enum Kind {
 }
 
 impl Allocator {
-    /// The pool, for what only a pool does.
-    pub(crate) fn pool(&self) -> Option<&Arc<Pool>> {
-        match &self.0 {
-            Kind::Pool(p) => Some(p),
-            Kind::OnDemand(_) => None,
-        }
-    }
-
     /// [`Error::Unsupported`](crate::Error::Unsupported) if the layout can
     /// never be served; nothing is taken.
     pub(crate) fn check_layout(&self, layout: &InstanceLayout) -> Result<()> {
         layout.check()?;
-        self.pool().map_or(Ok(()), |p| p.check_layout(layout))
+        match &self.0 {
+            Kind::Pool(p) => p.check_layout(layout),
+            Kind::OnDemand(_) => Ok(()),
+        }
     }
 
-    /// A memory for `plan`, of size 0 (no OS work yet but a reservation).
-    pub(crate) fn acquire_memory(&self, plan: &MemoryPlan) -> Result<MemoryEntry> {
-        let (slot, maximum) = match &self.0 {
-            Kind::Pool(p) => p.acquire_memory(plan)?,
-            Kind::OnDemand(d) => d.reserve_memory(plan)?,
+    /// Takes what `layout` needs (an instance, its memories and tables, of
+    /// size 0: no OS work yet). Where the pool is exhausted and `deadline`
+    /// is later, waits for slots in the pool's admission queue. Only slots
+    /// are taken here, never a limiter's answer: a waiter's place in the
+    /// queue ends once it has its slots.
+    pub(crate) async fn take(
+        &self,
+        layout: &InstanceLayout,
+        deadline: Option<Instant>,
+    ) -> Result<Holdings> {
+        let attempt = |attempt| self.take_now(layout, attempt);
+        let mut held = match (&self.0, deadline) {
+            (Kind::Pool(p), Some(deadline)) => p.admission.run(deadline, attempt).await?,
+            _ => attempt(Attempt::Alone)?,
         };
-        Ok(MemoryEntry {
-            slot,
-            maximum,
-            plan: plan.clone(),
-        })
+        held.attempt = Attempt::Alone;
+        Ok(held)
+    }
+
+    /// One attempt of [`take`](Self::take); on failure, what it took goes
+    /// back as `attempt` says.
+    fn take_now(&self, layout: &InstanceLayout, attempt: Attempt) -> Result<Holdings> {
+        let mut held = Holdings::new(self.clone());
+        held.attempt = attempt;
+        if let Kind::Pool(p) = &self.0 {
+            p.acquire_instance()?;
+            held.instances = 1;
+        }
+        for plan in &layout.memories {
+            let (slot, maximum) = match &self.0 {
+                Kind::Pool(p) => p.acquire_memory(plan)?,
+                Kind::OnDemand(d) => d.reserve_memory(plan)?,
+            };
+            held.memories.push(MemoryEntry {
+                slot,
+                maximum,
+                plan: plan.clone(),
+            });
+        }
+        for ty in &layout.tables {
+            let (slot, maximum) = match &self.0 {
+                Kind::Pool(p) => {
+                    let (slot, maximum) = p.acquire_table(ty)?;
+                    (slot, Some(maximum))
+                }
+                Kind::OnDemand(_) => (TableSlot::on_heap(), ty.maximum),
+            };
+            held.tables.push(TableEntry {
+                slot,
+                minimum: ty.minimum,
+                maximum,
+            });
+        }
+        Ok(held)
     }
 
     /// The OS work of an instantiation: the image in place, `size` bytes
@@ -119,35 +225,26 @@ impl Allocator {
         }
     }
 
-    /// Gives a memory back: reset into the pool, or unmapped.
-    pub(crate) fn release_memory(&self, entry: MemoryEntry) {
+    /// `(memory, table)` bytes a reset restores in place (0 on demand).
+    pub(crate) fn keep_resident(&self) -> (usize, usize) {
         match &self.0 {
-            Kind::Pool(p) => p.release_memory(entry.slot, &entry.plan),
-            Kind::OnDemand(_) => drop(entry),
+            Kind::Pool(p) => p.keep_resident(),
+            Kind::OnDemand(_) => (0, 0),
         }
     }
 
-    /// A table of `ty`, of size 0.
-    pub(crate) fn acquire_table(&self, ty: &TableType) -> Result<TableEntry> {
-        let (slot, maximum) = match &self.0 {
-            Kind::Pool(p) => {
-                let (slot, maximum) = p.acquire_table(ty)?;
-                (slot, Some(maximum))
-            }
-            Kind::OnDemand(_) => (TableSlot::on_heap(), ty.maximum),
-        };
-        Ok(TableEntry {
-            slot,
-            minimum: ty.minimum,
-            maximum,
-        })
+    /// How long `instantiate_async` waits for slots (0 on demand).
+    pub(crate) fn admission_timeout(&self) -> Duration {
+        match &self.0 {
+            Kind::Pool(p) => p.admission_timeout(),
+            Kind::OnDemand(_) => Duration::ZERO,
+        }
     }
 
-    /// Gives a table back: zeroed into the pool, or freed.
-    pub(crate) fn release_table(&self, entry: TableEntry) {
-        match &self.0 {
-            Kind::Pool(p) => p.release_table(entry.slot),
-            Kind::OnDemand(_) => drop(entry),
+    /// Counts a limiter refusal (a pool's metric).
+    pub(crate) fn limiter_denied(&self) {
+        if let Kind::Pool(p) = &self.0 {
+            p.limiter_denied();
         }
     }
 }

@@ -97,7 +97,7 @@ impl PooledMemoryCreator {
             .acquire_memory(&plan)
             .map_err(|e| format!("instance_pool: {e}"))?;
         if let Err(e) = self.pool.prepare_memory(&mut slot, &plan, minimum) {
-            self.pool.release_memory(slot, &plan);
+            self.pool.release_memory(slot, plan);
             return Err(format!(
                 "instance_pool: preparing a memory of {minimum} bytes: {e}"
             ));
@@ -193,7 +193,7 @@ unsafe impl wasmtime::LinearMemory for PooledLinearMemory {
 impl Drop for PooledLinearMemory {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            self.pool.release_memory(slot, &self.plan);
+            self.pool.release_memory(slot, self.plan.clone());
         }
     }
 }

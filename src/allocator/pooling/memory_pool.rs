@@ -33,10 +33,9 @@ use super::index::{SlotIndex, Taken};
 use super::metrics::Counters;
 use crate::config::{MemoryLayout, MemoryProtection, PoolingConfig};
 use crate::layout::MemoryPlan;
-use crate::slot::{self, ImageWork, MemorySlot, Parked, Queued, Released, SlotMode};
+use crate::slot::{self, MemorySlot, Parked, Queued, Released, SlotMode};
 use crate::sys::{self, Mmap, SlotPtr};
 use crate::{Error, Resource, Result, WASM_PAGE_SIZE};
-use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub(crate) struct MemoryPool {
@@ -210,23 +209,6 @@ impl MemoryPool {
             },
         );
         Ok((slot, plan.ty.declared_max_bytes().min(page_cap)))
-    }
-
-    /// [`MemorySlot::prepare`], counted.
-    pub fn prepare(
-        &self,
-        slot: &mut MemorySlot,
-        plan: &MemoryPlan,
-        size: usize,
-        counters: &Counters,
-    ) -> io::Result<()> {
-        match slot.prepare(plan, size)? {
-            ImageWork::None => {}
-            ImageWork::Mapped => counters.image_mapped(),
-            ImageWork::Reused => counters.image_reused(),
-            ImageWork::Copied => counters.image_copied(),
-        }
-        Ok(())
     }
 
     /// Resets a released slot and returns it to the free lists (now, or

@@ -11,12 +11,13 @@ mod metrics;
 mod stack_pool;
 mod table_pool;
 
+pub(crate) use admission::Attempt;
 pub use metrics::PoolMetrics;
 pub use stack_pool::{PooledStack, StackPool, StackPoolMetrics};
 
 use crate::config::PoolingConfig;
 use crate::layout::MemoryPlan;
-use crate::slot::{MemorySlot, TableSlot};
+use crate::slot::{ImageWork, MemorySlot, TableSlot};
 use crate::{Error, InstanceLayout, Resource, Result, TableType, sys};
 use memory_pool::MemoryPool;
 use metrics::Counters;
@@ -189,36 +190,65 @@ impl Pool {
         }
     }
 
-    pub(crate) fn release_instance(&self) {
-        self.instances_in_use.fetch_sub(1, Ordering::Release);
-    }
-
     /// A memory slot for `plan` and the maximum the limiter sees.
     pub(crate) fn acquire_memory(&self, plan: &MemoryPlan) -> Result<(MemorySlot, usize)> {
         self.memories.acquire(plan, &self.counters)
     }
 
-    /// The OS work of an instantiation (see [`MemorySlot::prepare`]).
+    /// The OS work of an instantiation (see [`MemorySlot::prepare`]),
+    /// counted by how the image got there.
     pub(crate) fn prepare_memory(
         &self,
         slot: &mut MemorySlot,
         plan: &MemoryPlan,
         size: usize,
     ) -> io::Result<()> {
-        self.memories.prepare(slot, plan, size, &self.counters)
+        match slot.prepare(plan, size)? {
+            ImageWork::None => {}
+            ImageWork::Mapped => self.counters.image_mapped(),
+            ImageWork::Reused => self.counters.image_reused(),
+            ImageWork::Copied => self.counters.image_copied(),
+        }
+        Ok(())
     }
 
-    pub(crate) fn release_memory(&self, slot: MemorySlot, plan: &MemoryPlan) {
-        self.memories.release(slot, plan, &self.counters)
+    /// The one way slots come back, whoever held them (a store, a failed
+    /// instantiation, an engine's memory): memories reset (or queued for
+    /// it), tables zeroed, instance counts returned, then waiting
+    /// instantiations woken, unless this is a queued attempt giving back
+    /// (see [`Attempt::Queued`]).
+    pub(crate) fn release(
+        &self,
+        memories: impl Iterator<Item = (MemorySlot, MemoryPlan)>,
+        tables: impl Iterator<Item = TableSlot>,
+        instances: u32,
+        attempt: Attempt,
+    ) {
+        for (slot, plan) in memories {
+            self.memories.release(slot, &plan, &self.counters);
+        }
+        for slot in tables {
+            self.tables.release(slot, &self.counters);
+        }
+        if instances > 0 {
+            self.instances_in_use
+                .fetch_sub(instances, Ordering::Release);
+        }
+        if attempt == Attempt::Alone {
+            self.admission.released();
+        }
+    }
+
+    /// [`release`](Self::release) of one memory.
+    #[cfg(feature = "wasmtime")]
+    pub(crate) fn release_memory(&self, slot: MemorySlot, plan: MemoryPlan) {
+        let none = std::iter::empty();
+        self.release(std::iter::once((slot, plan)), none, 0, Attempt::Alone);
     }
 
     /// A table slot for `ty` and the maximum the limiter sees.
     pub(crate) fn acquire_table(&self, ty: &TableType) -> Result<(TableSlot, u32)> {
         self.tables.acquire(ty, &self.counters)
-    }
-
-    pub(crate) fn release_table(&self, slot: TableSlot) {
-        self.tables.release(slot, &self.counters)
     }
 
     /// `(memory, table)` bytes a reset restores in place.
