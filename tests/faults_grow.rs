@@ -200,3 +200,186 @@ fn write_at_data_size_after_a_failed_grow_past_the_high_water_faults() {
         past_high_water_with_mprotect_refused,
     );
 }
+
+// ---- a failed widening closes again what it opened ----
+//
+// A slot's previous tenant grew it from 2 to 8 pages: its high water. The
+// next tenant (2 pages) grows to 12 and the grow's last syscall fails. On
+// the marker path the growth has by then removed the markers up to the
+// high water and only its `mprotect` past it fails: the markers must be
+// back, for this tenant and for the slot's next one.
+
+/// A pool of one slot (of `c`) whose first tenant grew from 2 to 8 pages,
+/// wrote all of it and left.
+fn high_water_pool(c: &PoolingConfig) -> PoolingInstanceAllocator {
+    let pool = config::pool(c);
+    let (mut first, m) = common::guard::tenant(&pool, 2, None);
+    m.grow(&mut first, 6).unwrap();
+    m.data_mut(&mut first).fill(0xEE);
+    pool
+}
+
+/// How many syscalls `op` makes when none fails.
+fn syscalls_of<R>(op: impl FnOnce() -> R) -> u64 {
+    let (_, reached) = with_nth_failing(MAX_STEPS, op);
+    assert!(!reached);
+    instance_pool::fault::counts().fallible()
+}
+
+/// A tenant of 2 pages, holding a pattern, in [`high_water_pool`], whose
+/// grow to 12 pages failed at its last syscall (counted on a twin pool):
+/// checked to be `Error::Os` leaving the size and bytes as they were.
+fn after_failed_widening(c: &PoolingConfig) -> (PoolingInstanceAllocator, Store<()>, Memory) {
+    let last = {
+        let pool = high_water_pool(c);
+        let (mut s, m) = common::guard::tenant(&pool, 2, None);
+        syscalls_of(|| m.grow(&mut s, 10).unwrap())
+    };
+    let pool = high_water_pool(c);
+    let (mut store, m) = common::guard::tenant(&pool, 2, None);
+    let bytes = common::pattern(2 * PAGE, 7);
+    m.data_mut(&mut store).copy_from_slice(&bytes);
+    let (r, reached) = with_nth_failing(last, || m.grow(&mut store, 10));
+    assert!(reached, "syscall {last} of the grow not reached");
+    assert!(matches!(r, Err(Error::Os(_))), "{r:?}");
+    assert_eq!(m.data(&store), bytes, "the failed grow changed the memory");
+    (pool, store, m)
+}
+
+/// [`after_failed_widening`], then the slot's next tenant (2 pages).
+fn next_after_failed_widening(c: &PoolingConfig) -> (PoolingInstanceAllocator, Store<()>, Memory) {
+    let (pool, store, m) = after_failed_widening(c);
+    let base = m.data_ptr(&store);
+    drop(store);
+    let (store, m) = common::guard::tenant(&pool, 2, None);
+    assert_eq!(m.data_ptr(&store), base, "not the same slot");
+    assert!(m.data(&store).iter().all(|&b| b == 0));
+    (pool, store, m)
+}
+
+/// In a pool of one slot (of `c`) whose first tenant grew from 2 to 8
+/// pages: an instantiation of 12 pages fails at its last syscall (its
+/// widening past the high water), then a tenant of 2 pages gets the slot.
+fn next_after_failed_instantiation(
+    c: &PoolingConfig,
+) -> (PoolingInstanceAllocator, Store<()>, Memory) {
+    let twelve = InstanceLayout::new().memory(MemoryType::new(12, None));
+    let last = {
+        let pool = high_water_pool(c);
+        let mut s = Store::new(&pool, ());
+        syscalls_of(|| s.instantiate(&twelve).unwrap())
+    };
+    let pool = high_water_pool(c);
+    let mut failed = Store::new(&pool, ());
+    let (r, reached) = with_nth_failing(last, || failed.instantiate(&twelve));
+    assert!(reached, "syscall {last} of the instantiation not reached");
+    assert!(matches!(r, Err(Error::Os(_))), "{r:?}");
+    assert_nothing_in_use(&pool);
+    let (store, m) = common::guard::tenant(&pool, 2, None);
+    assert!(m.data(&store).iter().all(|&b| b == 0));
+    (pool, store, m)
+}
+
+/// The child's pool (its shape from the parent), leaked with the tenant;
+/// the address is `base + offset`.
+fn leak(
+    setup: fn(&PoolingConfig) -> (PoolingInstanceAllocator, Store<()>, Memory),
+    offset: usize,
+) -> *mut u8 {
+    let (pool, store, m) = setup(&common::guard::config(1));
+    std::mem::forget(pool);
+    common::guard::addr(store, m, offset as isize)
+}
+
+const HIGH_WATER_LAST_BYTE: usize = 8 * PAGE - 1;
+
+#[test]
+fn write_at_data_size_after_a_widening_failing_at_its_last_syscall_faults() {
+    run(
+        "write_at_data_size_after_a_widening_failing_at_its_last_syscall_faults",
+        Expect::Fault,
+        || leak(after_failed_widening, 2 * PAGE),
+    );
+}
+
+#[test]
+fn write_at_the_high_water_after_a_failed_widening_faults() {
+    run(
+        "write_at_the_high_water_after_a_failed_widening_faults",
+        Expect::Fault,
+        || leak(after_failed_widening, HIGH_WATER_LAST_BYTE),
+    );
+}
+
+#[test]
+fn write_before_data_size_after_a_failed_widening_does_not_fault() {
+    run(
+        "write_before_data_size_after_a_failed_widening_does_not_fault",
+        Expect::NoFault,
+        || leak(after_failed_widening, 2 * PAGE - 1),
+    );
+}
+
+#[test]
+fn write_at_data_size_of_the_next_tenant_after_a_failed_widening_faults() {
+    run(
+        "write_at_data_size_of_the_next_tenant_after_a_failed_widening_faults",
+        Expect::Fault,
+        || leak(next_after_failed_widening, 2 * PAGE),
+    );
+}
+
+#[test]
+fn write_at_the_high_water_of_the_next_tenant_after_a_failed_widening_faults() {
+    run(
+        "write_at_the_high_water_of_the_next_tenant_after_a_failed_widening_faults",
+        Expect::Fault,
+        || leak(next_after_failed_widening, HIGH_WATER_LAST_BYTE),
+    );
+}
+
+#[test]
+fn write_at_data_size_after_an_instantiation_failing_to_widen_faults() {
+    run(
+        "write_at_data_size_after_an_instantiation_failing_to_widen_faults",
+        Expect::Fault,
+        || leak(next_after_failed_instantiation, 2 * PAGE),
+    );
+}
+
+#[test]
+fn write_at_the_high_water_after_an_instantiation_failing_to_widen_faults() {
+    run(
+        "write_at_the_high_water_after_an_instantiation_failing_to_widen_faults",
+        Expect::Fault,
+        || leak(next_after_failed_instantiation, HIGH_WATER_LAST_BYTE),
+    );
+}
+
+/// The bytes side, on every shape: after a failed widening the memory
+/// keeps its bytes and still grows (zeroes past its old size), and the
+/// slot's next tenants read zeroes.
+#[test]
+fn a_failed_widening_leaves_the_memory_growable_and_the_slot_clean() {
+    for shape in config::SHAPES {
+        let mut c = common::guard::config(1);
+        shape.apply(&mut c);
+        let (pool, mut store, m) = after_failed_widening(&c);
+        let kept = m.data(&store).to_vec();
+        assert_eq!(m.grow(&mut store, 10).unwrap(), 2, "{shape:?}");
+        let data = m.data(&store);
+        assert_eq!(&data[..2 * PAGE], kept.as_slice(), "{shape:?}");
+        assert!(data[2 * PAGE..].iter().all(|&b| b == 0), "{shape:?}");
+        m.data_mut(&mut store).fill(0x99);
+        drop(store);
+        let (mut next, m) = common::guard::tenant(&pool, 2, None);
+        m.grow(&mut next, 14).unwrap();
+        assert!(m.data(&next).iter().all(|&b| b == 0), "{shape:?}");
+        drop((next, pool));
+        for setup in [next_after_failed_widening, next_after_failed_instantiation] {
+            let (_pool, mut store, m) = setup(&c);
+            m.grow(&mut store, 14).unwrap();
+            assert!(m.data(&store).iter().all(|&b| b == 0), "{shape:?}");
+        }
+    }
+}

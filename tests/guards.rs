@@ -196,6 +196,78 @@ fn write_to_last_guard_byte_after_reservation_faults() {
     );
 }
 
+// ---- a trailing guard no neighbour shares ----
+
+/// A memory grown to its whole slot, whose guard after it no other tenant
+/// ever touched: with `last`, the highest slot of a pool whose every slot is
+/// taken (no slot after it); else the only tenant a pool of 8 ever had
+/// (the slot after it was never used). In the dense layout a slot's first
+/// use marks its own guards, so only this slot's marking protects the byte.
+/// The address is `base + reserved_size + offset`.
+fn past_a_lone_slot(last: bool, offset: isize) -> *mut u8 {
+    let slots = 8;
+    let pool = PoolingInstanceAllocator::new(&config(slots)).unwrap();
+    let taken = if last { slots } else { 1 };
+    let mut tenants: Vec<_> = (0..taken).map(|_| tenant(&pool, 1, None)).collect();
+    tenants.sort_by_key(|(s, m)| m.data_ptr(s) as usize);
+    let (mut store, m) = tenants.pop().unwrap();
+    if let Some((s, below)) = tenants.last() {
+        let gap = m.data_ptr(&store) as usize - below.data_ptr(s) as usize;
+        assert_eq!(gap, MIB + GUARD, "not the slot after the others");
+    }
+    std::mem::forget(tenants);
+    m.grow(&mut store, 15).unwrap();
+    let reserved = m.reserved_size(&store);
+    assert_eq!(m.data_size(&store), reserved);
+    std::mem::forget(pool);
+    addr(store, m, reserved as isize + offset)
+}
+
+#[test]
+fn write_past_the_last_slot_of_a_pool_faults() {
+    run(
+        "write_past_the_last_slot_of_a_pool_faults",
+        Expect::Fault,
+        || past_a_lone_slot(true, 0),
+    );
+}
+
+#[test]
+fn write_to_last_guard_byte_past_the_last_slot_of_a_pool_faults() {
+    run(
+        "write_to_last_guard_byte_past_the_last_slot_of_a_pool_faults",
+        Expect::Fault,
+        || past_a_lone_slot(true, GUARD as isize - 1),
+    );
+}
+
+#[test]
+fn write_past_a_slot_whose_neighbour_was_never_used_faults() {
+    run(
+        "write_past_a_slot_whose_neighbour_was_never_used_faults",
+        Expect::Fault,
+        || past_a_lone_slot(false, 0),
+    );
+}
+
+#[test]
+fn write_to_last_guard_byte_past_a_slot_whose_neighbour_was_never_used_faults() {
+    run(
+        "write_to_last_guard_byte_past_a_slot_whose_neighbour_was_never_used_faults",
+        Expect::Fault,
+        || past_a_lone_slot(false, GUARD as isize - 1),
+    );
+}
+
+#[test]
+fn write_to_last_byte_of_a_lone_fully_grown_slot_does_not_fault() {
+    run(
+        "write_to_last_byte_of_a_lone_fully_grown_slot_does_not_fault",
+        Expect::NoFault,
+        || past_a_lone_slot(false, -1),
+    );
+}
+
 // ---- reuse by a tenant with a smaller minimum ----
 
 /// A pool of one memory: the first tenant grows to the whole slot, writes

@@ -94,6 +94,68 @@ fn a_reused_stack_reads_as_zeroes_whatever_was_kept_resident() {
     }
 }
 
+/// Where a stack's user writes in the test below: both ends, both sides
+/// of the first page's end, both sides of where the part kept resident (at
+/// the top) begins, and the middle of each part.
+fn positions(size: usize, keep: usize) -> Vec<usize> {
+    let page = host_page_size();
+    let kept_from = size - keep;
+    let mut at = vec![0, 1, page - 1, page, kept_from / 2, size - keep / 2 - 1];
+    at.extend([kept_from.wrapping_sub(1), kept_from, kept_from + 1]);
+    at.push(size - 1);
+    at.retain(|&p| p < size);
+    at.sort_unstable();
+    at.dedup();
+    at
+}
+
+#[test]
+fn reused_stacks_read_as_zeroes_wherever_the_last_user_wrote() {
+    let page = host_page_size();
+    let size = 16 * page;
+    for protection in PROTECTIONS {
+        for keep in [0, page, 5 * page, size - page, size] {
+            let ctx = format!("{protection:?}, keep {keep}");
+            let mut c = config(2, size, keep);
+            c.stack_protection(protection);
+            let pool = StackPool::new(&c).unwrap();
+            let at = positions(size, keep);
+            let mut bottoms = std::collections::BTreeSet::new();
+            for round in 0..4u8 {
+                let stacks = [pool.allocate().unwrap(), pool.allocate().unwrap()];
+                for (n, s) in stacks.iter().enumerate() {
+                    bottoms.insert(s.bottom() as usize);
+                    // SAFETY: `[bottom, top)` is this stack's, read-write, ours.
+                    let bytes = unsafe { std::slice::from_raw_parts_mut(s.bottom(), s.size()) };
+                    if let Some(p) = bytes.iter().position(|&b| b != 0) {
+                        panic!(
+                            "{ctx}, round {round}: byte {p} of a stack reads {:#x}",
+                            bytes[p]
+                        );
+                    }
+                    // A value no earlier round wrote at that byte, never 0.
+                    let value = 0x10 * (round + 1) + n as u8 + 1;
+                    for &p in &at {
+                        bytes[p] = value ^ (p as u8 & 0x0c);
+                    }
+                    // A whole page at the bottom, in the discarded part
+                    // unless everything is kept.
+                    bytes[..page].fill(value);
+                }
+                // Released in either order.
+                let [a, b] = stacks;
+                if round % 2 == 0 {
+                    drop((a, b));
+                } else {
+                    drop((b, a));
+                }
+            }
+            assert_eq!(bottoms.len(), 2, "{ctx}: the same two stacks each round");
+            assert_eq!(pool.metrics().stacks_in_use, 0, "{ctx}");
+        }
+    }
+}
+
 #[test]
 fn the_stack_pool_refuses_what_it_cannot_lay_out() {
     let page = host_page_size();
