@@ -107,7 +107,8 @@ impl StackPool {
             )));
         };
         let markers = match config.stack_protection {
-            MemoryProtection::Auto => sys::features().guard_markers,
+            // Stacks are anonymous memory: markers over files are not needed.
+            MemoryProtection::Auto => sys::features().anon_guard_markers,
             MemoryProtection::GuardMarkers => true,
             MemoryProtection::Mprotect => false,
         };
