@@ -171,7 +171,7 @@ impl MemoryPool {
             .image
             .as_ref()
             .filter(|i| i.is_mapped())
-            .map_or(0, |i| i.id());
+            .map(|i| i.id());
         let taken = match self.index.acquire(affinity) {
             Some(t) => t,
             // Flush and retry under the queue's lock: otherwise other threads
