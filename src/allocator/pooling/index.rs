@@ -50,6 +50,8 @@ struct Shard<S> {
     /// Never-used slots, lowest index first: a range, so a pool of any
     /// size costs nothing per slot until a slot is used.
     cold: std::ops::Range<u32>,
+    /// Slots handed out but given back unused: cold again, taken first.
+    given_back: Vec<u32>,
     /// Released slots by release time, oldest first.
     warm: BTreeMap<u64, Warm<S>>,
     /// Release times of the warm slots, by affinity.
@@ -90,6 +92,10 @@ impl<S> Shard<S> {
         }
         Some((warm.index, warm.state))
     }
+
+    fn take_cold(&mut self) -> Option<u32> {
+        self.given_back.pop().or_else(|| self.cold.next())
+    }
 }
 
 fn home_shard(shards: usize) -> usize {
@@ -113,6 +119,7 @@ impl<S: Default> SlotIndex<S> {
                 let hi = ((s + 1) * per).min(capacity as usize) as u32;
                 CachePadded::new(Mutex::new(Shard {
                     cold: lo..hi,
+                    given_back: Vec::new(),
                     warm: BTreeMap::new(),
                     by_affinity: HashMap::new(),
                 }))
@@ -156,7 +163,7 @@ impl<S: Default> SlotIndex<S> {
                 let (index, state, warm) = if let Some((idx, st)) = affine {
                     (idx, st, true)
                 } else if prefer_cold {
-                    match shard.cold.next() {
+                    match shard.take_cold() {
                         Some(idx) => (idx, S::default(), false),
                         None => match shard.take_lru() {
                             Some((idx, st)) => (idx, st, true),
@@ -166,7 +173,7 @@ impl<S: Default> SlotIndex<S> {
                 } else {
                     match shard.take_lru() {
                         Some((idx, st)) => (idx, st, true),
-                        None => match shard.cold.next() {
+                        None => match shard.take_cold() {
                             Some(idx) => (idx, S::default(), false),
                             None => continue,
                         },
@@ -199,6 +206,16 @@ impl<S: Default> SlotIndex<S> {
             }
         }
         self.unused_warm.fetch_add(1, Ordering::Relaxed);
+        self.free.fetch_add(1, Ordering::Release);
+    }
+
+    /// Returns a cold slot that was taken but never used: it is cold
+    /// again, and the warm count is as before it was taken.
+    pub fn give_back_cold(&self, index: u32) {
+        self.shards[home_shard(self.shards.len())]
+            .lock()
+            .given_back
+            .push(index);
         self.free.fetch_add(1, Ordering::Release);
     }
 
@@ -280,6 +297,7 @@ mod tests {
     struct Model {
         capacity: u32,
         next_cold: u32,
+        given_back: Vec<u32>,
         /// Oldest release first.
         warm: Vec<(u32, Option<u64>)>,
         max_warm: u32,
@@ -287,9 +305,11 @@ mod tests {
 
     impl Model {
         fn cold(&mut self) -> Option<u32> {
-            (self.next_cold < self.capacity).then(|| {
-                self.next_cold += 1;
-                self.next_cold - 1
+            self.given_back.pop().or_else(|| {
+                (self.next_cold < self.capacity).then(|| {
+                    self.next_cold += 1;
+                    self.next_cold - 1
+                })
             })
         }
 
@@ -317,6 +337,7 @@ mod tests {
     enum Op {
         Acquire(Option<u64>),
         Release(usize, Option<u64>),
+        GiveBack(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -324,6 +345,7 @@ mod tests {
         prop_oneof![
             affinity.clone().prop_map(Op::Acquire),
             (any::<usize>(), affinity).prop_map(|(i, a)| Op::Release(i, a)),
+            any::<usize>().prop_map(Op::GiveBack),
         ]
     }
 
@@ -340,6 +362,7 @@ mod tests {
             let mut model = Model {
                 capacity,
                 next_cold: 0,
+                given_back: Vec::new(),
                 warm: Vec::new(),
                 max_warm,
             };
@@ -356,6 +379,11 @@ mod tests {
                         let i = held.swap_remove(k % held.len());
                         idx.release(i, a, Some(i));
                         model.warm.push((i, a));
+                    }
+                    Op::GiveBack(k) if !held.is_empty() => {
+                        let i = held.swap_remove(k % held.len());
+                        idx.give_back_cold(i);
+                        model.given_back.push(i);
                     }
                     _ => {}
                 }

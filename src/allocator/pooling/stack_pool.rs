@@ -147,7 +147,8 @@ impl StackPool {
     /// A stack, zeroed: one released before (the least recently released
     /// first), else a never-used one. [`Error::StacksExhausted`] when every
     /// stack is taken, [`Error::Os`] if a never-used stack cannot be made
-    /// usable (it stays in the pool).
+    /// usable (it stays in the pool, never used, and the metrics are as
+    /// before the call).
     pub fn allocate(&self) -> Result<PooledStack> {
         let p = &self.inner;
         let Some(Taken { index, state }) = p.index.acquire(None) else {
@@ -168,7 +169,7 @@ impl StackPool {
                 }
             };
             if let Err(e) = ready {
-                p.index.release(index, None, StackState::default());
+                p.index.give_back_cold(index);
                 return Err(Error::Os(e));
             }
         }
