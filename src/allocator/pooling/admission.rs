@@ -392,12 +392,14 @@ impl Drop for Ticket<'_> {
 /// After a `fork` the child has no timer thread, and a lock the parent's
 /// held at the fork stays locked: a timer belongs to the process that
 /// started it, and a child starts its own on first use, leaving the
-/// parent's (and its locks and wakers) untouched.
+/// parent's (and its locks and wakers) untouched. Its locks are std's: in
+/// parking_lot's process-wide table a child finds the parent's timer thread
+/// parked, gone since the fork, and corrupts its queue (SIGSEGV).
 mod timer {
-    use parking_lot::{Condvar, Mutex, MutexGuard};
     use std::collections::BTreeMap;
     use std::panic::{AssertUnwindSafe, catch_unwind};
     use std::sync::atomic::{AtomicPtr, Ordering};
+    use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
     use std::task::Waker;
     use std::time::Instant;
 
@@ -422,6 +424,10 @@ mod timer {
         pid: u32,
         due: Mutex<Due>,
         cv: Condvar,
+    }
+
+    fn lock(t: &Timer) -> MutexGuard<'_, Due> {
+        t.due.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// This process's timer, leaked (never freed), or a parent's or null.
@@ -461,7 +467,7 @@ mod timer {
     }
 
     fn run(t: &'static Timer) {
-        let mut due = t.due.lock();
+        let mut due = lock(t);
         let mut fire = Vec::new();
         loop {
             let now = Instant::now();
@@ -475,26 +481,28 @@ mod timer {
                 // Woken unlocked: an inline executor polls here, and the
                 // poll registers and cancels. A panicking waker must not
                 // end the thread (and every later deadline with it).
-                MutexGuard::unlocked(&mut due, || {
-                    for w in fire.drain(..) {
-                        let _ = catch_unwind(AssertUnwindSafe(|| w.wake()));
-                    }
-                });
+                drop(due);
+                for w in fire.drain(..) {
+                    let _ = catch_unwind(AssertUnwindSafe(|| w.wake()));
+                }
+                due = lock(t);
                 continue;
             }
-            match due.wakers.keys().next() {
+            due = match due.wakers.keys().next() {
                 Some(&(at, _)) => {
-                    t.cv.wait_until(&mut due, at);
+                    let wait = at.saturating_duration_since(Instant::now());
+                    let woken = t.cv.wait_timeout(due, wait);
+                    woken.unwrap_or_else(PoisonError::into_inner).0
                 }
-                None => t.cv.wait(&mut due),
-            }
+                None => t.cv.wait(due).unwrap_or_else(PoisonError::into_inner),
+            };
         }
     }
 
     /// Wakes `waker` at `at` unless cancelled first.
     pub fn wake_at(at: Instant, waker: Waker) -> Key {
         let t = timer();
-        let mut due = t.due.lock();
+        let mut due = lock(t);
         let id = due.next_id;
         due.next_id += 1;
         due.wakers.insert((at, id), waker);
@@ -508,7 +516,7 @@ mod timer {
         if !key.is_live() {
             return; // The parent's timer: not ours to touch.
         }
-        let removed = timer().due.lock().wakers.remove(&(key.0, key.1));
+        let removed = lock(timer()).wakers.remove(&(key.0, key.1));
         // The waker goes after the lock (the statement above released it).
         drop(removed);
     }
@@ -516,7 +524,7 @@ mod timer {
     /// Registrations pending now.
     #[cfg(test)]
     pub fn pending() -> usize {
-        timer().due.lock().wakers.len()
+        lock(timer()).wakers.len()
     }
 }
 
