@@ -27,13 +27,18 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MemoryProtection {
-    /// Guard markers where the kernel has them on anonymous and private
-    /// file mappings (Linux 6.15 and later), else `mprotect`.
+    /// Guard markers where the kernel has them, else `mprotect`. The
+    /// guarded layout puts markers over mapped images too, so it needs them
+    /// on private file mappings (Linux 6.15 and later); stacks need them on
+    /// anonymous mappings only (6.13 and later).
     #[default]
     Auto,
-    /// Guard markers (`MADV_GUARD_INSTALL`); a kernel without them makes
+    /// Guard markers (`MADV_GUARD_INSTALL`); a kernel without them (for
+    /// the guarded layout, on private file mappings: Linux 6.15+; for the
+    /// dense layout and stacks, on anonymous ones: 6.13+) makes
     /// [`PoolingInstanceAllocator::new`](crate::PoolingInstanceAllocator::new)
-    /// fail with `InvalidConfig`.
+    /// or [`StackPool::new`](crate::StackPool::new) fail with
+    /// `InvalidConfig`.
     GuardMarkers,
     /// `mprotect`, as Wasmtime's pooling allocator does.
     Mprotect,
@@ -290,7 +295,9 @@ impl PoolingConfig {
                 self.max_tables_per_instance, self.total_tables
             ));
         }
+        // The dense layout maps no image: its check below asks less.
         if self.memory_protection == MemoryProtection::GuardMarkers
+            && self.memory_layout == MemoryLayout::Guarded
             && !sys::features().guard_markers
         {
             return invalid(
@@ -299,7 +306,7 @@ impl PoolingConfig {
             );
         }
         if self.memory_layout == MemoryLayout::Dense {
-            if !sys::features().guard_markers {
+            if !sys::features().anon_guard_markers {
                 return invalid(
                     "memory_layout is Dense, but this kernel has no guard markers (MADV_GUARD_INSTALL, Linux 6.13+)"
                         .into(),
@@ -378,8 +385,8 @@ impl StackPoolConfig {
         /// `stack_size`.
         stack_keep_resident: usize;
         /// How the guards fault: guard markers in a read-write reservation
-        /// (`Auto` where the kernel has them; a constant number of kernel
-        /// mappings), or `PROT_NONE` with each stack made read-write at
+        /// (`Auto` where the kernel has them, Linux 6.13+; a constant number
+        /// of kernel mappings), or `PROT_NONE` with each stack made read-write at
         /// its first use (`Mprotect`; two mappings per used stack).
         stack_protection: MemoryProtection;
     }
@@ -404,7 +411,8 @@ impl StackPoolConfig {
         if self.stack_guard_size == 0 {
             return invalid("stack_guard_size must be at least one host page, got 0".into());
         }
-        if self.stack_protection == MemoryProtection::GuardMarkers && !sys::features().guard_markers
+        if self.stack_protection == MemoryProtection::GuardMarkers
+            && !sys::features().anon_guard_markers
         {
             return invalid(
                 "stack_protection is GuardMarkers, but this kernel has no guard markers (MADV_GUARD_INSTALL, Linux 6.13+)"

@@ -1,4 +1,5 @@
-//! Error paths of `Store::reset` (issue 12, item 5), through the fault seam.
+//! Error paths of `Store::reset` (issue 12, item 5) and of a stack's first
+//! use, through the fault seam.
 
 use instance_pool::*;
 
@@ -64,5 +65,35 @@ fn a_stack_that_cannot_be_made_usable_stays_in_the_pool() {
         let bytes = unsafe { std::slice::from_raw_parts_mut(s.bottom(), s.size()) };
         bytes.fill(1);
         assert_eq!(pool.metrics().stacks_in_use, 1);
+    }
+}
+
+/// Issue 20, item 5: a stack whose first use fails was never handed out,
+/// so nothing in the metrics moves (it is not an idle warm stack).
+#[test]
+fn a_refused_stack_allocation_leaves_the_metrics_as_they_were() {
+    for protection in [MemoryProtection::GuardMarkers, MemoryProtection::Mprotect] {
+        let mut c = StackPoolConfig::default();
+        c.total_stacks(2)
+            .stack_size(64 << 10)
+            .stack_keep_resident(4096)
+            .stack_protection(protection);
+        let pool = StackPool::new(&c).unwrap();
+        let held = pool.allocate().unwrap();
+        let before = pool.metrics();
+        fault::reset();
+        fault::fail_nth(1); // the second stack's first use
+        assert!(
+            matches!(pool.allocate(), Err(Error::Os(_))),
+            "{protection:?}"
+        );
+        fault::reset();
+        assert_eq!(pool.metrics(), before, "{protection:?}");
+        assert_eq!(pool.metrics().to_string(), before.to_string());
+        // The refused stack is still there, and works.
+        let second = pool.allocate().unwrap();
+        assert_ne!(second.bottom(), held.bottom());
+        let m = pool.metrics();
+        assert_eq!((m.stacks_in_use, m.unused_warm_stacks), (2, 0));
     }
 }

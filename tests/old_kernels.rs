@@ -10,6 +10,7 @@ use instance_pool::*;
 
 const ALL: Features = Features {
     guard_markers: true,
+    anon_guard_markers: true,
     process_madvise: true,
     pagemap_scan: true,
 };
@@ -27,6 +28,19 @@ fn assert_refused(c: &PoolingConfig, needle: &str) {
         Err(Error::InvalidConfig(msg)) => assert!(msg.contains(needle), "{msg}"),
         other => panic!("expected InvalidConfig naming {needle}, got {other:?}"),
     }
+}
+
+fn assert_stacks_refused(c: &StackPoolConfig, needle: &str) {
+    match StackPool::new(c) {
+        Err(Error::InvalidConfig(msg)) => assert!(msg.contains(needle), "{msg}"),
+        other => panic!("expected InvalidConfig naming {needle}, got {other:?}"),
+    }
+}
+
+fn stacks_config() -> StackPoolConfig {
+    let mut c = StackPoolConfig::default();
+    c.total_stacks(2).stack_size(64 << 10);
+    c
 }
 
 /// A tenant that grows, writes everywhere and leaves; the next one must
@@ -47,8 +61,10 @@ fn cycle_twice(pool: &PoolingInstanceAllocator) {
 
 #[test]
 fn without_guard_markers_auto_takes_mprotect_and_markers_are_refused() {
+    // Before Linux 6.13.
     let no_markers = Features {
         guard_markers: false,
+        anon_guard_markers: false,
         ..ALL
     };
     on_kernel(no_markers, || {
@@ -57,20 +73,54 @@ fn without_guard_markers_auto_takes_mprotect_and_markers_are_refused() {
         cycle_twice(&pool);
         let mut c = config::small(2);
         c.memory_protection(MemoryProtection::GuardMarkers);
-        assert_refused(&c, "MADV_GUARD_INSTALL");
+        assert_refused(&c, "MADV_GUARD_INSTALL, Linux 6.15+");
         let mut c = config::small(2);
         c.memory_layout(MemoryLayout::Dense);
-        assert_refused(&c, "MADV_GUARD_INSTALL");
-        let mut c = StackPoolConfig::default();
-        c.total_stacks(2).stack_size(64 << 10);
+        assert_refused(&c, "MADV_GUARD_INSTALL, Linux 6.13+");
+        let mut c = stacks_config();
         let stacks = StackPool::new(&c).unwrap();
         assert!(!stacks.metrics().guard_markers);
         drop(stacks.allocate().unwrap());
         c.stack_protection(MemoryProtection::GuardMarkers);
-        match StackPool::new(&c) {
-            Err(Error::InvalidConfig(msg)) => assert!(msg.contains("MADV_GUARD_INSTALL"), "{msg}"),
-            other => panic!("expected InvalidConfig, got {other:?}"),
+        assert_stacks_refused(&c, "MADV_GUARD_INSTALL, Linux 6.13+");
+    });
+}
+
+/// Linux 6.13 and 6.14 mark anonymous memory but not private file
+/// mappings (issue 20, item 7): what needs only the former works, the
+/// guarded layout's markers (which lie over mapped images) do not.
+#[test]
+fn with_anonymous_guard_markers_only_dense_pools_and_marker_stacks_work() {
+    let anonymous_only = Features {
+        guard_markers: false,
+        anon_guard_markers: true,
+        ..ALL
+    };
+    on_kernel(anonymous_only, || {
+        for protection in [MemoryProtection::Auto, MemoryProtection::GuardMarkers] {
+            let mut c = config::small(2);
+            c.memory_layout(MemoryLayout::Dense)
+                .memory_protection(protection);
+            let pool = config::pool(&c);
+            let m = pool.metrics();
+            assert_eq!(m.memory_layout, MemoryLayout::Dense, "{protection:?}");
+            assert_eq!(m.memory_protection, MemoryProtection::GuardMarkers);
+            cycle_twice(&pool);
+
+            let mut c = stacks_config();
+            c.stack_protection(protection);
+            let stacks = StackPool::new(&c).unwrap();
+            assert!(stacks.metrics().guard_markers, "{protection:?}");
+            drop(stacks.allocate().unwrap());
         }
+        // The guarded layout: Auto falls back to mprotect, markers are
+        // refused naming the kernel that has them.
+        let pool = config::pool(&config::small(2));
+        assert_eq!(pool.metrics().memory_protection, MemoryProtection::Mprotect);
+        cycle_twice(&pool);
+        let mut c = config::small(2);
+        c.memory_protection(MemoryProtection::GuardMarkers);
+        assert_refused(&c, "MADV_GUARD_INSTALL, Linux 6.15+");
     });
 }
 

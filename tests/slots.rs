@@ -101,6 +101,51 @@ fn cold_slots_are_preferred_until_max_unused_warm_slots() {
     assert_eq!(c2, a);
 }
 
+/// Memories without an image and tables have no affinity (issue 20, item
+/// 6): below `max_unused_warm_slots` idle warm slots they get a cold slot,
+/// at the cap the least recently released warm one.
+#[test]
+fn image_less_memories_take_cold_slots_until_max_unused_warm_slots() {
+    let mut c = config::small(4);
+    c.max_unused_warm_slots(2);
+    let p = config::pool(&c);
+    let run = || {
+        let mut s = Store::new(&p, ());
+        let i = s.instantiate(&one_memory(1, None)).unwrap();
+        i.memory(&s, 0).unwrap().data_ptr(&s) as usize
+    };
+    let a = run();
+    // One warm slot idle (< 2): a cold one, not the slot just released.
+    let b = run();
+    assert_ne!(a, b);
+    assert_eq!(p.metrics().unused_warm_memories, 2);
+    // Two warm idle (= the cap): the least recently released, a.
+    assert_eq!(run(), a);
+}
+
+#[test]
+fn tables_take_cold_slots_until_max_unused_warm_slots() {
+    let mut c = config::small(4);
+    c.max_unused_warm_slots(2);
+    let p = config::pool(&c);
+    let tables = InstanceLayout::new().table(TableType::new(4, None));
+    drop({
+        let mut s = Store::new(&p, ());
+        s.instantiate(&tables).unwrap();
+        s
+    });
+    // One warm idle (< 2): the next table is cold, the warm one stays idle.
+    let mut s = Store::new(&p, ());
+    s.instantiate(&tables).unwrap();
+    assert_eq!(p.metrics().unused_warm_tables, 1);
+    drop(s);
+    // Two warm idle (= the cap): a warm one is reused.
+    let mut s = Store::new(&p, ());
+    s.instantiate(&tables).unwrap();
+    let m = p.metrics();
+    assert_eq!((m.tables_in_use, m.unused_warm_tables), (1, 1));
+}
+
 #[test]
 fn same_image_prefers_its_warm_slot() {
     let p = config::pool(&config::small(4));

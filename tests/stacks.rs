@@ -156,6 +156,32 @@ fn reused_stacks_read_as_zeroes_wherever_the_last_user_wrote() {
     }
 }
 
+/// Stacks have no affinity (issue 20, item 6): a released stack is handed
+/// out again before a never-used one, the least recently released first,
+/// as Wasmtime's stack pool does.
+#[test]
+fn a_released_stack_is_reused_before_a_cold_one_oldest_release_first() {
+    for protection in PROTECTIONS {
+        let mut c = config(3, 64 << 10, 0);
+        c.stack_protection(protection);
+        let pool = StackPool::new(&c).unwrap();
+        let (a, b) = (pool.allocate().unwrap(), pool.allocate().unwrap());
+        let (at_a, at_b) = (a.bottom(), b.bottom());
+        drop(a);
+        drop(b);
+        let first = pool.allocate().unwrap();
+        let second = pool.allocate().unwrap();
+        assert_eq!(
+            (first.bottom(), second.bottom()),
+            (at_a, at_b),
+            "{protection:?}"
+        );
+        // Only then the never-used one.
+        let third = pool.allocate().unwrap();
+        assert!(![at_a, at_b].contains(&third.bottom()), "{protection:?}");
+    }
+}
+
 #[test]
 fn the_stack_pool_refuses_what_it_cannot_lay_out() {
     let page = host_page_size();

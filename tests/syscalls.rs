@@ -245,6 +245,30 @@ fn a_refused_process_madvise_falls_back_to_madvise() {
     drop(stores);
 }
 
+/// `batched_revocation` (and the `revocation` label) says what releases
+/// do: only guard-marker batches of more than one slot use
+/// `process_madvise`; an `mprotect` pool never does.
+#[test]
+fn the_revocation_metric_says_whether_releases_use_process_madvise() {
+    for shape in config::SHAPES {
+        for batch in [1, 4] {
+            let mut c = config::small(4);
+            shape.apply(&mut c).decommit_batch_size(batch);
+            let p = config::pool(&c);
+            let m = p.metrics();
+            let stores = grown_stores(&p, 4);
+            fault::reset();
+            drop(stores);
+            let used = fault::counts().process_madvise > 0;
+            let what = format!("{shape:?}, batch {batch}");
+            assert_eq!(m.batched_revocation, used, "{what}");
+            let label = if used { "process_madvise" } else { "madvise" };
+            let label = format!("revocation=\"{label}\"");
+            assert!(m.to_string().contains(&label), "{what}: {m}");
+        }
+    }
+}
+
 // ---- Store::reset ----
 
 #[test]

@@ -21,9 +21,9 @@ pub(crate) struct Parked {
 }
 
 impl Parked {
-    /// The image this slot holds mapped (0: none): its key for affinity.
-    pub fn affinity(&self) -> u64 {
-        self.image.as_ref().map_or(0, |i| i.id())
+    /// The image this slot holds mapped, if any: its key for affinity.
+    pub fn affinity(&self) -> Option<u64> {
+        self.image.as_ref().map(|i| i.id())
     }
 }
 

@@ -79,7 +79,7 @@ fn a_mapped_image_is_mapped_once_then_reused_by_the_warm_slot() {
     slot.bytes_mut()[100] = 1;
 
     let (index, parked) = ready(slot.release(PAGE, &plan(1, None)));
-    assert_eq!(parked.affinity(), image.id());
+    assert_eq!(parked.affinity(), Some(image.id()));
     assert_eq!(parked.resident, PAGE);
     let mut again = slab.slot(index, parked);
     assert_eq!(again.prepare(&p, PAGE).unwrap(), ImageWork::Reused);
@@ -171,7 +171,7 @@ fn a_failed_revocation_scrubs_the_slot() {
     let q = queued(slot.release(0, &plan(1, None)));
     // As if the batch's syscalls had failed: the slot is remapped fresh.
     let (index, parked) = q.finish(false);
-    assert_eq!((parked.affinity(), parked.resident), (0, 0));
+    assert_eq!((parked.affinity(), parked.resident), (None, 0));
     let mut slot = slab.slot(index, parked);
     assert_eq!(
         slot.prepare(&plan(2, Some(&image)), 2 * PAGE).unwrap(),

@@ -1,10 +1,10 @@
 //! What this kernel offers beyond `mmap`/`mprotect`/`madvise`, found at run
 //! time, and the calls that use it:
 //!
-//! - guard markers (`MADV_GUARD_INSTALL`/`REMOVE`, Linux 6.13; over private
-//!   file mappings since 6.15): page-table entries that fault like
-//!   `PROT_NONE`, set and cleared under the mmap lock taken for *reading*,
-//!   and never splitting a mapping;
+//! - guard markers (`MADV_GUARD_INSTALL`/`REMOVE`, Linux 6.13 on anonymous
+//!   mappings; over private file mappings since 6.15, probed apart):
+//!   page-table entries that fault like `PROT_NONE`, set and cleared under
+//!   the mmap lock taken for *reading*, and never splitting a mapping;
 //! - `process_madvise` on the own process (any advice for itself since
 //!   6.13): many ranges in one call, and since 6.16 one TLB flush for a
 //!   whole `MADV_DONTNEED` batch;
@@ -71,8 +71,12 @@ const PAGEMAP_SCAN: u64 =
 /// What the kernel supports, probed once per process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Features {
-    /// `MADV_GUARD_INSTALL`/`REMOVE` on anonymous and private file mappings.
+    /// `MADV_GUARD_INSTALL`/`REMOVE` on anonymous and private file
+    /// mappings (Linux 6.15+): what markers over mapped images need.
     pub guard_markers: bool,
+    /// `MADV_GUARD_INSTALL`/`REMOVE` on anonymous mappings (Linux 6.13+):
+    /// all the dense layout and stack guards need.
+    pub anon_guard_markers: bool,
     /// `process_madvise` on this process with any advice.
     pub process_madvise: bool,
     /// The `PAGEMAP_SCAN` ioctl.
@@ -89,6 +93,7 @@ fn probe() -> Features {
     let page = super::page_size();
     let none = Features {
         guard_markers: false,
+        anon_guard_markers: false,
         process_madvise: false,
         pagemap_scan: false,
     };
@@ -96,12 +101,14 @@ fn probe() -> Features {
         return none;
     };
     let p = scratch.ptr().as_ptr().cast::<c_void>();
-    // SAFETY: our own fresh mapping; nothing references it. A file-backed
-    // private mapping is what images use: probe on a memfd too.
-    let guard_markers = unsafe {
+    // SAFETY: our own fresh mapping; nothing references it.
+    let anon_guard_markers = unsafe {
         libc::madvise(p, page, MADV_GUARD_INSTALL) == 0
             && libc::madvise(p, page, MADV_GUARD_REMOVE) == 0
-    } && file_markers_work(page);
+    };
+    // Images are private file mappings: a kernel may mark anonymous
+    // memory only (6.13, 6.14).
+    let guard_markers = anon_guard_markers && file_markers_work(page);
     let iov = libc::iovec {
         iov_base: p,
         iov_len: page,
@@ -120,6 +127,7 @@ fn probe() -> Features {
     let pagemap_scan = scan(scratch.ptr(), 2 * page, &mut |_, _| {}, false).is_ok();
     Features {
         guard_markers,
+        anon_guard_markers,
         process_madvise,
         pagemap_scan,
     }

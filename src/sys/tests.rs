@@ -19,7 +19,7 @@ fn a_kernel_of_6_16_or_later_has_every_feature_the_pool_can_use() {
     let f = features();
     if kernel_version() >= (6, 16) {
         assert!(
-            f.guard_markers && f.process_madvise && f.pagemap_scan,
+            f.guard_markers && f.anon_guard_markers && f.process_madvise && f.pagemap_scan,
             "{f:?}"
         );
     }

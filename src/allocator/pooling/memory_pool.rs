@@ -51,7 +51,8 @@ pub(crate) struct MemoryPool {
     in_use: AtomicU32,
     /// How every slot is protected and reset.
     mode: SlotMode,
-    /// Batches go through `process_madvise`.
+    /// Batches go through `process_madvise`: only guard-marker batches
+    /// of more than one slot do (an `mprotect` run is one merged range).
     batched: bool,
 }
 
@@ -86,6 +87,12 @@ impl MemoryPool {
                 config.total_memories
             ))
         })?;
+        let markers = dense
+            || match config.memory_protection {
+                MemoryProtection::Auto => sys::features().guard_markers,
+                MemoryProtection::GuardMarkers => true,
+                MemoryProtection::Mprotect => false,
+            };
         Ok(MemoryPool {
             slab,
             pre_guard,
@@ -98,16 +105,11 @@ impl MemoryPool {
             decommit: DecommitQueue::new(config.decommit_batch_size),
             in_use: AtomicU32::new(0),
             mode: SlotMode {
-                markers: dense
-                    || match config.memory_protection {
-                        MemoryProtection::Auto => sys::features().guard_markers,
-                        MemoryProtection::GuardMarkers => true,
-                        MemoryProtection::Mprotect => false,
-                    },
+                markers,
                 dense,
                 dirty_scan: config.dirty_page_scan && sys::features().pagemap_scan,
             },
-            batched: sys::features().process_madvise,
+            batched: markers && config.decommit_batch_size > 1 && sys::features().process_madvise,
         })
     }
 
@@ -168,7 +170,7 @@ impl MemoryPool {
             .image
             .as_ref()
             .filter(|i| i.is_mapped())
-            .map_or(0, |i| i.id());
+            .map(|i| i.id());
         let taken = match self.index.acquire(affinity) {
             Some(t) => t,
             // Flush and retry under the queue's lock: otherwise other threads

@@ -54,7 +54,9 @@ pub struct PoolMetrics {
     /// or `Mprotect` (never `Auto`: the choice made at creation).
     pub memory_protection: MemoryProtection,
     /// Whether a batch of revocations is one `process_madvise` per advice
-    /// (else one `madvise` per range).
+    /// (else one `madvise` per range). Only guard-marker pools with a
+    /// `decommit_batch_size` above 1, on a kernel that has it, do this; an
+    /// `mprotect` pool merges a batch's neighbours into ranges instead.
     pub batched_revocation: bool,
     /// Whether resets write back only the pages tenants wrote
     /// (`PAGEMAP_SCAN`).

@@ -15,6 +15,11 @@
 //! stays constant); elsewhere the reservation is `PROT_NONE` and a stack is
 //! made read-write with `mprotect` at its first use. A released stack is
 //! zeroed ([`StackSlot::reset`]) before anyone gets it again.
+//!
+//! A released stack is handed out again before a never-used one, the
+//! least recently released first, as Wasmtime's stack pool does: only as
+//! many stacks are ever made usable, and keep bytes resident, as were in
+//! use at once.
 
 use super::index::{SlotIndex, Taken, default_shards};
 use crate::config::StackPoolConfig;
@@ -107,7 +112,8 @@ impl StackPool {
             )));
         };
         let markers = match config.stack_protection {
-            MemoryProtection::Auto => sys::features().guard_markers,
+            // Stacks are anonymous memory: markers over files are not needed.
+            MemoryProtection::Auto => sys::features().anon_guard_markers,
             MemoryProtection::GuardMarkers => true,
             MemoryProtection::Mprotect => false,
         };
@@ -128,7 +134,8 @@ impl StackPool {
                 slab,
                 stride,
                 markers,
-                index: SlotIndex::new(config.total_stacks, default_shards(), u32::MAX),
+                // No warm stack is kept idle for a cold one's sake.
+                index: SlotIndex::new(config.total_stacks, default_shards(), 0),
                 in_use: AtomicU32::new(0),
                 acquisitions: AtomicU64::new(0),
                 exhausted: AtomicU64::new(0),
@@ -137,12 +144,14 @@ impl StackPool {
         })
     }
 
-    /// A stack, zeroed: [`Error::StacksExhausted`] when every stack is
-    /// taken, [`Error::Os`] if a
-    /// never-used stack cannot be made usable (it stays in the pool).
+    /// A stack, zeroed: one released before (the least recently released
+    /// first), else a never-used one. [`Error::StacksExhausted`] when every
+    /// stack is taken, [`Error::Os`] if a never-used stack cannot be made
+    /// usable (it stays in the pool, never used, and the metrics are as
+    /// before the call).
     pub fn allocate(&self) -> Result<PooledStack> {
         let p = &self.inner;
-        let Some(Taken { index, state }) = p.index.acquire(0) else {
+        let Some(Taken { index, state }) = p.index.acquire(None) else {
             p.exhausted.fetch_add(1, Relaxed);
             return Err(Error::StacksExhausted {
                 limit: p.config.total_stacks,
@@ -160,7 +169,7 @@ impl StackPool {
                 }
             };
             if let Err(e) = ready {
-                p.index.release(index, 0, StackState::default());
+                p.index.give_back_cold(index);
                 return Err(Error::Os(e));
             }
         }
@@ -309,6 +318,6 @@ impl Drop for PooledStack {
             ready: true,
             resident,
         };
-        p.index.release(slot.index(), 0, state);
+        p.index.release(slot.index(), None, state);
     }
 }

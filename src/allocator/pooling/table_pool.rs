@@ -92,7 +92,7 @@ impl TablePool {
     /// Takes a free slot (zeroed) for a table of `ty`, of size 0; returns
     /// it and the maximum the limiter sees.
     pub fn acquire(&self, ty: &TableType, counters: &Counters) -> Result<(TableSlot, u32)> {
-        let taken = self.index.acquire(0).ok_or_else(|| {
+        let taken = self.index.acquire(None).ok_or_else(|| {
             counters.exhausted(Resource::Table);
             Error::PoolExhausted {
                 resource: Resource::Table,
@@ -119,7 +119,7 @@ impl TablePool {
         // Not in use before it is free: in_use never exceeds the total.
         self.in_use.fetch_sub(1, Ordering::Relaxed);
         self.index
-            .release(slot.index(), 0, TableSlotState { resident });
+            .release(slot.index(), None, TableSlotState { resident });
     }
 
     pub fn in_use(&self) -> u32 {
