@@ -82,17 +82,79 @@ fn a_store_dropped_at_thread_exit_comes_back_reset_without_abort() {
         return child(shape);
     }
     for shape in SHAPES {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", test, "--nocapture", "--test-threads=1"])
-            .env(CASE_VAR, shape.name())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && stdout.contains("slot back and reset"),
-            "{shape:?}: child {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            out.status
-        );
+        in_child(test, shape);
     }
+}
+
+/// Runs `test` for `shape` in a child process; it must exit cleanly with
+/// its slot back and reset.
+fn in_child(test: &str, shape: config::Shape) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CASE_VAR, shape.name())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("slot back and reset"),
+        "{shape:?}: child {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+}
+
+/// The same with a Wasmtime store whose memory is a pool slot: Wasmtime's
+/// memory goes back through the same reset.
+#[cfg(feature = "wasmtime-examples")]
+#[test]
+fn a_wasmtime_store_dropped_at_thread_exit_gives_its_slot_back_without_abort() {
+    let test = "a_wasmtime_store_dropped_at_thread_exit_gives_its_slot_back_without_abort";
+    if let Ok(name) = std::env::var(CASE_VAR) {
+        let shape = SHAPES.into_iter().find(|s| s.name() == name).unwrap();
+        return wasmtime_child(shape);
+    }
+    for shape in SHAPES {
+        in_child(test, shape);
+    }
+}
+
+#[cfg(feature = "wasmtime-examples")]
+fn wasmtime_child(shape: config::Shape) {
+    use instance_pool::wasmtime::PooledMemoryCreator;
+    thread_local! {
+        static WASM: RefCell<Option<::wasmtime::Store<()>>> = const { RefCell::new(None) };
+    }
+    let pool = pool(shape);
+    let mut wc = ::wasmtime::Config::new();
+    PooledMemoryCreator::new(&pool).install(&mut wc);
+    let engine = ::wasmtime::Engine::new(&wc).unwrap();
+    let wat = r#"(module (memory (export "m") 4)
+        (func (export "dirty") (i32.store (i32.const 70000) (i32.const -1))))"#;
+    let module = ::wasmtime::Module::new(&engine, wat).unwrap();
+    let (e, m) = (engine.clone(), module.clone());
+    let run = move |store: &mut ::wasmtime::Store<()>| {
+        let instance = ::wasmtime::Instance::new(&mut *store, &m, &[]).unwrap();
+        let dirty = instance
+            .get_typed_func::<(), ()>(&mut *store, "dirty")
+            .unwrap();
+        dirty.call(&mut *store, ()).unwrap();
+    };
+    std::thread::spawn(move || {
+        WASM.with(|w| *w.borrow_mut() = Some(::wasmtime::Store::new(&e, ())));
+        // An earlier request on this worker, whose release sets up the
+        // crate's thread-locals after the worker's own.
+        let mut earlier = ::wasmtime::Store::new(&e, ());
+        run(&mut earlier);
+        drop(earlier);
+        WASM.with(|w| run(w.borrow_mut().as_mut().unwrap()));
+    })
+    .join()
+    .unwrap();
+    assert_eq!(pool.metrics().memories_in_use, 0);
+    // The one slot, reset: the next memory reads as zeroes.
+    let mut store = ::wasmtime::Store::new(&engine, ());
+    let instance = ::wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+    let memory = instance.get_memory(&mut store, "m").unwrap();
+    assert!(memory.data(&store).iter().all(|&b| b == 0), "slot reset");
+    println!("thread-exit case: slot back and reset");
 }

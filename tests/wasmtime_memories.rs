@@ -142,55 +142,79 @@ fn every_slot_is_back_in_the_pool_when_stores_drop() {
     }
 }
 
-/// Instantiates `WAT` on an engine whose memory settings `tune` changed
-/// after the creator was installed, and returns the error.
-fn refused(pool: &PoolingInstanceAllocator, tune: impl Fn(&mut wasmtime::Config)) -> String {
-    let mut config = wasmtime::Config::new();
-    PooledMemoryCreator::new(pool).install(&mut config);
-    tune(&mut config);
-    let engine = Engine::new(&config).unwrap();
-    let module = Module::new(&engine, WAT).unwrap();
-    let mut store = Store::new(&engine, ());
-    let err = Instance::new(&mut store, &module, &[]).unwrap_err();
-    format!("{err:?}")
-}
+/// A 1-page memory with no declared maximum, and its `memory.grow`.
+const UNBOUNDED: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0))))
+"#;
 
 #[test]
-fn requests_the_slots_cannot_honour_are_refused_and_leave_the_pool_as_it_was() {
-    let pool = pool(SHAPES[0], 2);
-    let before = pool.metrics();
-    let big = refused(&pool, |c| {
-        c.memory_reservation(2 * MIB as u64);
-    });
-    assert!(
-        big.contains("reservation of 2097152") && big.contains("max_memory_size"),
-        "{big}"
-    );
-    let guard = refused(&pool, |c| {
-        c.memory_guard_size(2 * GUARD as u64);
-    });
-    assert!(
-        guard.contains("guard of 131072") && guard.contains("at most 65536"),
-        "{guard}"
-    );
-    // A smaller reservation leaves the rest of the slot as guard: a guard
-    // of that much more is honoured.
-    let mut config = wasmtime::Config::new();
-    PooledMemoryCreator::new(&pool).install(&mut config);
-    config
-        .memory_reservation((MIB / 2) as u64)
-        .memory_guard_size((MIB / 2 + GUARD) as u64);
-    let engine = Engine::new(&config).unwrap();
-    let module = Module::new(&engine, WAT).unwrap();
-    let mut store = Store::new(&engine, StoreLimits::default());
-    store.limiter(|l| l);
-    let instance = Instance::new(&mut store, &module, &[]).unwrap();
-    let past: i32 = call(&mut store, &instance, "grow", 8).unwrap();
-    assert_eq!(past, -1, "growth stops at the reservation of 8 pages");
-    drop(store);
-    let after = pool.metrics();
-    assert_eq!(after.memories_in_use, 0);
-    assert_eq!(after.memory_acquisitions, before.memory_acquisitions + 1);
+fn the_creators_refusals_and_failed_grows_are_counted() {
+    for shape in SHAPES {
+        let pool = pool(shape, 1);
+        let mut config = wasmtime::Config::new();
+        config.wasm_custom_page_sizes(true);
+        PooledMemoryCreator::new(&pool).install(&mut config);
+        // Wasmtime lets a growth past the reservation reach the slot only
+        // when it thinks memories may move.
+        config.memory_may_move(true);
+        let engine = Engine::new(&config).unwrap();
+        let refuse = |engine: &Engine, wat: &str| {
+            let module = Module::new(engine, wat).unwrap();
+            let mut store = Store::new(engine, StoreLimits::default());
+            Instance::new(&mut store, &module, &[]).unwrap_err();
+        };
+        // A page size, a minimum, a reservation the slots cannot honour.
+        refuse(&engine, "(module (memory 1 1 (pagesize 1)))");
+        refuse(&engine, "(module (memory 17))");
+        let mut big = wasmtime::Config::new();
+        PooledMemoryCreator::new(&pool).install(&mut big);
+        big.memory_reservation(2 * MIB as u64);
+        refuse(&Engine::new(&big).unwrap(), WAT);
+        let m = pool.metrics();
+        assert_eq!(
+            (m.creator_refusals, m.memory_acquisitions),
+            (3, 0),
+            "{shape:?}"
+        );
+        // The one slot taken; the next memory is refused for exhaustion.
+        let module = Module::new(&engine, UNBOUNDED).unwrap();
+        let (mut store, instance) = tenant(&engine, &module, 2 * MIB);
+        refuse(&engine, UNBOUNDED);
+        let m = pool.metrics();
+        assert_eq!(
+            (m.creator_refusals, m.memories_exhausted),
+            (4, 1),
+            "{shape:?}"
+        );
+        // Past the slot: the slot refuses (-1), counted. Past the store's
+        // limit: Wasmtime refuses before the slot is asked, not counted.
+        let past_slot: i32 = call(&mut store, &instance, "grow", 16).unwrap();
+        assert_eq!(past_slot, -1, "{shape:?}");
+        assert_eq!(pool.metrics().creator_failed_grows, 1, "{shape:?}");
+        let to_slot: i32 = call(&mut store, &instance, "grow", 15).unwrap();
+        assert_eq!(to_slot, 1, "{shape:?}");
+        let past_limit: i32 = call(&mut store, &instance, "grow", 17).unwrap();
+        assert_eq!(past_limit, -1, "{shape:?}");
+        let m = pool.metrics();
+        assert_eq!(
+            (m.creator_refusals, m.creator_failed_grows),
+            (4, 1),
+            "{shape:?}"
+        );
+        let text = m.to_string();
+        assert!(
+            text.contains("instance_pool_creator_refusals_total 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("instance_pool_creator_failed_grows_total 1\n"),
+            "{text}"
+        );
+        drop(store);
+        assert_eq!(pool.metrics().memories_in_use, 0, "{shape:?}");
+    }
 }
 
 #[test]
@@ -208,7 +232,7 @@ fn memories_the_slots_cannot_hold_are_refused_with_what_was_asked() {
             ),
             (
                 "(module (memory 17))",
-                "a minimum of 1114112 bytes exceeds the reservation of 1048576",
+                "a minimum of 1114112 bytes (the memory's declared minimum, or Config::gc_heap_initial_size for a GC heap) exceeds the pool's slots of 1048576",
             ),
         ];
         for (wat, message) in cases {
@@ -310,6 +334,7 @@ fn grow_to_refuses_partial_pages_and_the_reservation_and_changes_nothing() {
             "{shape:?}: {past:?}"
         );
         assert_eq!(m.byte_size(), 1 << 16, "{shape:?}: unchanged");
+        assert_eq!(pool.metrics().creator_failed_grows, 2, "{shape:?}");
         m.grow_to(MIB).unwrap();
         assert_eq!(m.byte_size(), MIB);
         // SAFETY: `[0, byte_size)` is this memory's, read-write, and no

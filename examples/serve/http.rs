@@ -5,7 +5,7 @@ use crate::backend::{Backend, MAX_INPUT};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,11 +21,16 @@ const MAX_CONNECTIONS: usize = 1024;
 
 /// Serves `backend` on `listener` until `stop` turns true or `deadline`
 /// passes; then stops accepting and gives open connections a second.
+///
+/// A connection that has not sent a whole request head `header_timeout`
+/// after it opened, or after its last response (keep-alive), is closed:
+/// idle and trickling clients cannot hold the `MAX_CONNECTIONS` places.
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<Backend>,
     deadline: Instant,
     mut stop: watch::Receiver<bool>,
+    header_timeout: Duration,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -44,6 +49,8 @@ pub async fn serve(
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(backend.clone(), req));
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(CONNECTION_LIMIT, conn).await;
         });

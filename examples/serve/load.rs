@@ -80,7 +80,13 @@ async fn one_backend(args: &Args, kind: Kind) -> Result<Run, Box<dyn std::error:
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     // The warm-up and the measured phase may each take `max_seconds`.
     let deadline = Instant::now() + 2 * args.max_seconds + Duration::from_secs(5);
-    let server = tokio::spawn(http::serve(listener, backend.clone(), deadline, stop_rx));
+    let server = tokio::spawn(http::serve(
+        listener,
+        backend.clone(),
+        deadline,
+        stop_rx,
+        args.header_timeout,
+    ));
 
     let warm_up = args.requests / 10;
     let _ = drive(addr, warm_up, args, None).await;

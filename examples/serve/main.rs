@@ -70,6 +70,10 @@ struct Args {
     /// Each tenant's StoreLimits memory size (K/M suffixes ok)
     #[arg(long, value_name = "BYTES", default_value = "256K", value_parser = common::parse_bytes)]
     memory_limit: usize,
+    /// Closes a connection that sends no whole request head for this long
+    /// (after it opens, or after its last response)
+    #[arg(long, value_name = "S", default_value = "10", value_parser = common::parse_seconds)]
+    header_timeout: Duration,
     /// With --load: also draw both backends' latency percentiles to this
     /// SVG file
     #[arg(long, value_name = "FILE.svg")]
@@ -115,7 +119,14 @@ async fn serve(args: &Args, kind: Kind) -> Result<(), Box<dyn std::error::Error>
     );
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     let deadline = tokio::time::Instant::now() + args.seconds;
-    http::serve(listener, backend.clone(), deadline, stop_rx).await;
+    http::serve(
+        listener,
+        backend.clone(),
+        deadline,
+        stop_rx,
+        args.header_timeout,
+    )
+    .await;
     let requests = backend.requests.load(std::sync::atomic::Ordering::Relaxed);
     let leaked = backend.leaked.load(std::sync::atomic::Ordering::Relaxed);
     println!("stopped after {requests} requests; bits leaked between tenants: {leaked}");

@@ -37,10 +37,16 @@ impl PooledMemoryCreator {
     }
 
     /// Sets this creator on `config`, with the memory settings it needs (see
-    /// the [module docs](super)): the on-demand strategy, a reservation of
-    /// the pool's `max_memory_size` and a guard of its
-    /// `memory_guard_size`, memories that never move, and no copy-on-write
-    /// data initialisation.
+    /// the [module docs](super)): the on-demand strategy; for linear
+    /// memories and GC heaps alike a reservation of the pool's
+    /// `max_memory_size`, a guard of its `memory_guard_size`, no moving and
+    /// no reservation for growth; no copy-on-write data initialisation.
+    ///
+    /// Call it last: a later `memory_*` or `gc_heap_*` setting undoes what it
+    /// set. A changed reservation or guard is refused at the first
+    /// `new_memory` that sees it, with a message naming the setting; a later
+    /// `allocation_strategy(Pooling)` or `memory_init_cow(true)` cannot be
+    /// seen by the creator (the module docs say what happens then).
     pub fn install(self, config: &mut wasmtime::Config) -> &mut wasmtime::Config {
         let (slot, guard) = self.pool.memory_geometry();
         config
@@ -50,11 +56,18 @@ impl PooledMemoryCreator {
             .memory_reservation_for_growth(0)
             .memory_may_move(false)
             .memory_init_cow(false)
+            // Explicit, so that a later `gc_heap_*` call (which makes
+            // Wasmtime stop copying the `memory_*` values) keeps these.
+            .gc_heap_reservation(slot as u64)
+            .gc_heap_guard_size(guard as u64)
+            .gc_heap_reservation_for_growth(0)
+            .gc_heap_may_move(false)
             .with_host_memory(Arc::new(self))
     }
 
     /// Checks a request against the slots and takes one, `minimum` bytes
-    /// accessible and zero. On error nothing is taken.
+    /// accessible and zero. On error nothing is taken and the refusal is
+    /// counted.
     fn create(
         &self,
         ty: &wasmtime::MemoryType,
@@ -62,7 +75,47 @@ impl PooledMemoryCreator {
         reserved: Option<usize>,
         guard: usize,
     ) -> Result<PooledLinearMemory, String> {
+        let memory = self.check(ty, minimum, reserved, guard).and_then(|()| {
+            let plan = MemoryPlan {
+                ty: MemoryType::new((minimum / WASM_PAGE_SIZE) as u64, None),
+                image: None,
+            };
+            let (mut slot, _maximum) = self
+                .pool
+                .acquire_memory(&plan)
+                .map_err(|e| format!("instance_pool: {e}"))?;
+            if let Err(e) = self.pool.prepare_memory(&mut slot, &plan, minimum) {
+                self.pool.release_memory(slot, plan);
+                return Err(format!(
+                    "instance_pool: preparing a memory of {minimum} bytes: {e}"
+                ));
+            }
+            Ok(PooledLinearMemory {
+                pool: self.pool.clone(),
+                slot: Some(slot),
+                plan,
+                capacity: self.pool.memory_geometry().0,
+            })
+        });
+        if memory.is_err() {
+            self.pool.creator_refused();
+        }
+        memory
+    }
+
+    /// Whether the slots honour a request exactly as `install` set them up.
+    /// Wasmtime asks for linear memories and GC heaps alike, with the same
+    /// type shape, so a refusal names both settings.
+    fn check(
+        &self,
+        ty: &wasmtime::MemoryType,
+        minimum: usize,
+        reserved: Option<usize>,
+        guard: usize,
+    ) -> Result<(), String> {
         let (slot_size, slot_guard) = self.pool.memory_geometry();
+        const CALL_LAST: &str =
+            "call PooledMemoryCreator::install after every other memory setting";
         if ty.page_size() != WASM_PAGE_SIZE as u64 {
             return Err(format!(
                 "instance_pool: a memory page size of {} bytes is not supported (only {WASM_PAGE_SIZE})",
@@ -70,44 +123,22 @@ impl PooledMemoryCreator {
             ));
         }
         let reserved = reserved.unwrap_or(slot_size);
-        if reserved > slot_size {
+        if reserved != slot_size {
             return Err(format!(
-                "instance_pool: Wasmtime asks a reservation of {reserved} bytes, above the pool's slots of {slot_size} (max_memory_size); set Config::memory_reservation to at most {slot_size}"
+                "instance_pool: Wasmtime asks a reservation of {reserved} bytes, but the pool's slots are {slot_size} (max_memory_size): Config::memory_reservation, or Config::gc_heap_reservation for a GC heap (new_memory cannot tell which), was changed after install set both to {slot_size}; {CALL_LAST}"
             ));
         }
-        // What faults after the reservation: the rest of the slot, then its
-        // trailing guard.
-        let faulting = slot_size - reserved + slot_guard;
-        if guard > faulting {
+        if guard != slot_guard {
             return Err(format!(
-                "instance_pool: Wasmtime asks a guard of {guard} bytes after a reservation of {reserved}, but only {faulting} bytes fault there (memory_guard_size {slot_guard}); set Config::memory_guard_size to at most {faulting}"
+                "instance_pool: Wasmtime asks a guard of {guard} bytes, but the pool's slots have {slot_guard} (memory_guard_size): Config::memory_guard_size, or Config::gc_heap_guard_size for a GC heap (new_memory cannot tell which), was changed after install set both to {slot_guard}; {CALL_LAST}"
             ));
         }
-        if minimum > reserved {
+        if minimum > slot_size {
             return Err(format!(
-                "instance_pool: a minimum of {minimum} bytes exceeds the reservation of {reserved}"
+                "instance_pool: a minimum of {minimum} bytes (the memory's declared minimum, or Config::gc_heap_initial_size for a GC heap) exceeds the pool's slots of {slot_size} (max_memory_size)"
             ));
         }
-        let plan = MemoryPlan {
-            ty: MemoryType::new((minimum / WASM_PAGE_SIZE) as u64, None),
-            image: None,
-        };
-        let (mut slot, _maximum) = self
-            .pool
-            .acquire_memory(&plan)
-            .map_err(|e| format!("instance_pool: {e}"))?;
-        if let Err(e) = self.pool.prepare_memory(&mut slot, &plan, minimum) {
-            self.pool.release_memory(slot, plan);
-            return Err(format!(
-                "instance_pool: preparing a memory of {minimum} bytes: {e}"
-            ));
-        }
-        Ok(PooledLinearMemory {
-            pool: self.pool.clone(),
-            slot: Some(slot),
-            plan,
-            capacity: reserved,
-        })
+        Ok(())
     }
 }
 
@@ -115,8 +146,8 @@ impl PooledMemoryCreator {
 // the returned `PooledLinearMemory` until Wasmtime drops it: page aligned,
 // `minimum` bytes accessible and zero (a fresh or reset slot), never moving,
 // and every byte from its size up to `base + reserved + guard` faults
-// (`create` checks that this lies within the slot and its trailing guard;
-// the slot layer keeps every byte past the size faulting).
+// (`check` admits only the slot's own size and trailing guard; the slot
+// layer keeps every byte past the size faulting).
 unsafe impl wasmtime::MemoryCreator for PooledMemoryCreator {
     fn new_memory(
         &self,
@@ -137,7 +168,8 @@ pub struct PooledLinearMemory {
     pool: Arc<Pool>,
     slot: Option<MemorySlot>,
     plan: MemoryPlan,
-    /// The reservation Wasmtime asked for: growth never goes past it.
+    /// The slot's size (the reservation `install` set): growth never goes
+    /// past it.
     capacity: usize,
 }
 
@@ -156,6 +188,22 @@ impl PooledLinearMemory {
             .as_ref()
             .expect("a memory holds its slot until dropped")
     }
+
+    /// `grow_to` without the counting.
+    fn widen(&mut self, new_size: usize) -> wasmtime::Result<()> {
+        if !new_size.is_multiple_of(WASM_PAGE_SIZE) {
+            wasmtime::bail!("instance_pool: a memory size of {new_size} bytes is not whole pages");
+        }
+        if new_size > self.capacity {
+            wasmtime::bail!(
+                "instance_pool: growing to {new_size} bytes exceeds the reservation of {}",
+                self.capacity
+            );
+        }
+        let slot = self.slot.as_mut().expect("a memory holds its slot");
+        slot.resize(new_size.max(slot.size()))
+            .map_err(wasmtime::Error::new)
+    }
 }
 
 // SAFETY: `as_ptr` is the slot's fixed base; `[0, byte_size)` is read-write
@@ -171,18 +219,11 @@ unsafe impl wasmtime::LinearMemory for PooledLinearMemory {
     }
 
     fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
-        if !new_size.is_multiple_of(WASM_PAGE_SIZE) {
-            wasmtime::bail!("instance_pool: a memory size of {new_size} bytes is not whole pages");
+        let grown = self.widen(new_size);
+        if grown.is_err() {
+            self.pool.creator_grow_failed();
         }
-        if new_size > self.capacity {
-            wasmtime::bail!(
-                "instance_pool: growing to {new_size} bytes exceeds the reservation of {}",
-                self.capacity
-            );
-        }
-        let slot = self.slot.as_mut().expect("a memory holds its slot");
-        slot.resize(new_size.max(slot.size()))
-            .map_err(wasmtime::Error::new)
+        grown
     }
 
     fn as_ptr(&self) -> *mut u8 {

@@ -21,6 +21,9 @@
 //!
 //! # What [`PooledMemoryCreator::install`] sets in Wasmtime, and why
 //!
+//! Call `install` last, after every other memory setting: a later
+//! `memory_*` or `gc_heap_*` call undoes what it set.
+//!
 //! - **`allocation_strategy(OnDemand)`**: Wasmtime asks a `MemoryCreator`
 //!   only with its on-demand strategy; its own pooling allocator never
 //!   calls one. The instance records and tables stay Wasmtime's (on-demand,
@@ -28,14 +31,27 @@
 //! - **`memory_reservation(max_memory_size)`, `memory_guard_size(guard)`**:
 //!   Wasmtime passes these to every `new_memory` as
 //!   `reserved_size_in_bytes` and `guard_size_in_bytes`, and compiles code
-//!   that skips bounds checks up to their sum. The creator refuses (a
-//!   `new_memory` error, so the instantiation fails with its message) a
-//!   request the slot cannot honour: a reservation above the slot, or a
-//!   reservation and guard reaching past the slot's own trailing guard. It
-//!   never hands out less.
+//!   that skips bounds checks up to their sum. The creator takes exactly
+//!   these (a slot and its trailing guard) and refuses any other
+//!   reservation or guard (a `new_memory` error, so the instantiation fails
+//!   with its message naming the setting): a larger one the slot cannot
+//!   honour, a smaller one would only waste the rest of the slot and cap
+//!   growth below `max_memory_size` without a word. A pool of smaller
+//!   memories is a pool with a smaller `max_memory_size`.
 //! - **`memory_may_move(false)`, `memory_reservation_for_growth(0)`**: pooled
 //!   memories never move; growth past the reservation fails (`memory.grow`
 //!   returns -1), as with Wasmtime's pooling allocator.
+//! - **The same four for GC heaps** (`gc_heap_reservation`,
+//!   `gc_heap_guard_size`, `gc_heap_reservation_for_growth`,
+//!   `gc_heap_may_move`): with Wasmtime's `gc` feature (in its default
+//!   features) a store's GC heap is asked of this creator too. Wasmtime
+//!   copies the `memory_*` values to GC heaps only while no `gc_heap_*`
+//!   setting is made; one such call (`gc_heap_may_move(false)`, say) would
+//!   send GC heaps back to Wasmtime's 4 GiB reservation. `install` sets them
+//!   explicitly, so each GC heap takes a slot like a linear memory.
+//!   `new_memory` is not told which of the two it makes (a GC heap is a
+//!   32-bit memory of `gc_heap_initial_size` bytes and no maximum, like many
+//!   linear memories), so a refusal names both settings.
 //! - **`memory_init_cow(false)`**: Wasmtime's copy-on-write data
 //!   initialisation needs memories it mapped itself; with a custom creator
 //!   and copy-on-write on, Wasmtime 48 panics (`unreachable!`) at the first
@@ -53,17 +69,31 @@
 //!   hundred bytes of data pay little (the serve example's request is
 //!   0.88x-0.98x of Wasmtime's pool over three runs).
 //!
-//! Only instances' memories come from the pool. Host memories made with
-//! `wasmtime::Memory::new` or `SharedMemory::new` do not: Wasmtime 48 makes
-//! them with its default allocator, outside the pool's limits and metrics.
-//! With Wasmtime's `gc` feature on (its default features include it), GC
-//! heaps are asked of this creator too, with the `gc_heap_reservation` and
-//! `gc_heap_guard_size` settings, which `install` leaves alone: each GC
-//! heap then takes a slot, or is refused like any request the slots cannot
-//! honour. The errors of
-//! `new_memory` are strings in Wasmtime's trait, so a refusal (including
-//! the pool's exhaustion) reaches the embedder as a message naming the
-//! limit and value, not as a typed [`Error`](crate::Error).
+//! Only instances' memories (and GC heaps) come from the pool. Host memories
+//! made with `wasmtime::Memory::new` or `SharedMemory::new` do not: Wasmtime
+//! 48 makes them with its default allocator, outside the pool's limits and
+//! metrics. The errors of `new_memory` are strings in Wasmtime's trait, so a
+//! refusal (including the pool's exhaustion) reaches the embedder as a
+//! message naming the setting and value, not as a typed
+//! [`Error`](crate::Error); [`PoolMetrics`](crate::PoolMetrics) counts them
+//! (`creator_refusals`), and the growths that fail in a slot
+//! (`creator_failed_grows`).
+//!
+//! # Settings made after `install` that the creator cannot see
+//!
+//! - **`allocation_strategy(Pooling(..))`**: Wasmtime's own pooling
+//!   allocator then makes every memory, GC heap and stack; neither creator
+//!   is ever called, so nothing here can refuse or report it. The symptom
+//!   is a pool whose `memory_acquisitions` stay at 0 while instances run.
+//! - **`memory_init_cow(true)`**: not passed to `new_memory`; Wasmtime 48
+//!   panics (`unreachable!`) at the first instantiation of a module with
+//!   data segments (see above).
+//! - **`memory_may_move(true)`** (or `gc_heap_may_move(true)`): harmless.
+//!   Wasmtime then lets a growth past the reservation reach the slot, which
+//!   refuses it (`memory.grow` returns -1; counted in
+//!   `creator_failed_grows`); memories still never move.
+//! - **`memory_reservation_for_growth`**, **`guard_before_linear_memory`**:
+//!   used only by Wasmtime's own memories; no effect here.
 //!
 //! Growth: Wasmtime checks its own `ResourceLimiter` (for example
 //! `wasmtime::StoreLimits`) and the memory's maximum before it calls

@@ -63,6 +63,16 @@ pub struct PoolMetrics {
     pub dirty_page_scan: bool,
     /// Where the memory slots live.
     pub memory_layout: MemoryLayout,
+    /// Memory requests the Wasmtime adapter's `PooledMemoryCreator`
+    /// refused: a reservation, guard, page size or minimum the slots cannot
+    /// honour, an exhausted pool (also in `memories_exhausted`), or a slot
+    /// that could not be prepared.
+    pub creator_refusals: u64,
+    /// Growths of a Wasmtime memory that failed in its slot (`grow_to`: past
+    /// the reservation, not whole pages, or the OS refused). Growths that
+    /// Wasmtime's own limiter or the memory's maximum refuse never reach
+    /// the pool and are not counted.
+    pub creator_failed_grows: u64,
 }
 
 /// The pool's counters; cheap relaxed atomics.
@@ -75,6 +85,8 @@ pub(crate) struct Counters {
     reused: AtomicU64,
     copied: AtomicU64,
     resident: AtomicI64,
+    creator_refusals: AtomicU64,
+    creator_failed_grows: AtomicU64,
 }
 
 fn slot(r: Resource) -> usize {
@@ -125,6 +137,22 @@ impl Counters {
         m.images_reused = get(&self.reused);
         m.images_copied = get(&self.copied);
         m.unused_resident_bytes = self.resident.load(Relaxed).max(0) as u64;
+        m.creator_refusals = get(&self.creator_refusals);
+        m.creator_failed_grows = get(&self.creator_failed_grows);
+    }
+}
+
+// The Wasmtime adapter's counters, reached through the pool it holds.
+#[cfg(feature = "wasmtime")]
+impl super::Pool {
+    /// `PooledMemoryCreator::new_memory` refused a request.
+    pub(crate) fn creator_refused(&self) {
+        self.counters.creator_refusals.fetch_add(1, Relaxed);
+    }
+
+    /// A Wasmtime memory's `grow_to` failed.
+    pub(crate) fn creator_grow_failed(&self) {
+        self.counters.creator_failed_grows.fetch_add(1, Relaxed);
     }
 }
 
@@ -278,6 +306,20 @@ impl std::fmt::Display for PoolMetrics {
             "counter",
             "Time spent waiting for slots.",
             &format_args!("{:.6}", self.wait_time.as_secs_f64()),
+        )?;
+        single(
+            f,
+            "creator_refusals_total",
+            "counter",
+            "Wasmtime memory requests the PooledMemoryCreator refused.",
+            &self.creator_refusals,
+        )?;
+        single(
+            f,
+            "creator_failed_grows_total",
+            "counter",
+            "Wasmtime memory growths that failed in their slot.",
+            &self.creator_failed_grows,
         )
     }
 }
