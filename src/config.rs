@@ -45,6 +45,17 @@ pub enum MemoryProtection {
 }
 
 impl MemoryProtection {
+    /// Whether guard markers are used: `Auto` picks them where the kernel
+    /// has them (`available`); whether a forced choice works is checked by
+    /// `validate`.
+    pub(crate) fn markers(self, available: bool) -> bool {
+        match self {
+            MemoryProtection::Auto => available,
+            MemoryProtection::GuardMarkers => true,
+            MemoryProtection::Mprotect => false,
+        }
+    }
+
     /// The name used in metrics: `guard_markers`, `mprotect` (or `auto`).
     pub fn name(self) -> &'static str {
         match self {

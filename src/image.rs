@@ -2,7 +2,7 @@
 //! and mapped copy-on-write into every slot that uses it.
 
 use crate::Result;
-use crate::sys::{self, Mmap};
+use crate::sys::{self, SealedImage};
 use std::fmt;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ pub struct MemoryImage {
 enum Source {
     /// A sealed memfd and a read-only view of it (to restore bytes that a
     /// reset keeps resident).
-    Mapped { file: memfd::Memfd, view: Mmap },
+    Mapped(SealedImage),
     /// The bytes themselves, copied into each slot.
     Copied(Box<[u8]>),
 }
@@ -44,8 +44,9 @@ impl fmt::Debug for MemoryImage {
 impl MemoryImage {
     /// An image holding `bytes` at offset 0.
     ///
-    /// Fails with [`Error::Os`](crate::Error::Os) only if even the copy
-    /// fallback cannot be made (the view of the memfd cannot be mapped).
+    /// Where the memfd or its view cannot be made, the image is copied
+    /// into each slot instead; the `Result` is kept for a later failure
+    /// that has no fallback.
     pub fn new(bytes: &[u8]) -> Result<Arc<MemoryImage>> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
@@ -59,11 +60,8 @@ impl MemoryImage {
             let mapped_len = bytes
                 .len()
                 .next_multiple_of(crate::WASM_PAGE_SIZE.max(sys::page_size()));
-            match sys::sealed_memfd(bytes, mapped_len) {
-                Ok(file) => {
-                    let view = Mmap::file_read_only(file.as_file(), mapped_len)?;
-                    Source::Mapped { file, view }
-                }
+            match SealedImage::new(bytes, mapped_len) {
+                Ok(sealed) => Source::Mapped(sealed),
                 Err(_) => Source::Copied(bytes.into()),
             }
         };
@@ -89,7 +87,7 @@ impl MemoryImage {
     /// is neither (`false`): it needs no work at all, and no metric counts
     /// it.
     pub fn is_mapped(&self) -> bool {
-        matches!(self.source, Source::Mapped { .. })
+        matches!(self.source, Source::Mapped(_))
     }
 
     /// Whether instantiation copies the bytes in: no memfd, and something
@@ -106,9 +104,7 @@ impl MemoryImage {
     /// The image's bytes (what a slot holds at `[0, len())`; zeroes follow).
     pub(crate) fn bytes(&self) -> &[u8] {
         match &self.source {
-            // SAFETY: the view is a read-only mapping of a memfd sealed
-            // against writes: readable and never written.
-            Source::Mapped { view, .. } => unsafe { &view.as_slice()[..self.len] },
+            Source::Mapped(sealed) => &sealed.bytes()[..self.len],
             Source::Copied(bytes) => bytes,
         }
     }
@@ -117,7 +113,7 @@ impl MemoryImage {
     /// file is zero past `len()`). 0 for a copied image.
     pub(crate) fn mapped_len(&self) -> usize {
         match &self.source {
-            Source::Mapped { view, .. } => view.len(),
+            Source::Mapped(sealed) => sealed.len(),
             Source::Copied(_) => 0,
         }
     }
@@ -125,7 +121,7 @@ impl MemoryImage {
     /// The file to map, for a mapped image.
     pub(crate) fn file(&self) -> Option<impl AsFd + '_> {
         match &self.source {
-            Source::Mapped { file, .. } => Some(file.as_file()),
+            Source::Mapped(sealed) => Some(sealed.file()),
             Source::Copied(_) => None,
         }
     }

@@ -3,14 +3,14 @@
 
 use crate::MemoryImage;
 use crate::layout::MemoryPlan;
-use crate::sys::{self, Mmap, SlotPtr};
+use crate::sys::{self, Claim, Mmap, SlotPtr};
 use std::io;
 use std::sync::Arc;
 
 /// One memory slot: a fixed base, `capacity` bytes it can reach, `guard`
 /// bytes after that which always fault.
 ///
-/// A slot of a pool's slab knows its `index` there; an on-demand slot owns
+/// A slot of a pool's slab holds its [`Claim`] there; an on-demand slot owns
 /// its reservation (and unmaps it when dropped). Either way the type holds
 /// everything its transitions need, so no caller matches on who owns it.
 #[derive(Debug)]
@@ -38,10 +38,28 @@ pub(crate) struct MemorySlot {
     /// A reset failed part-way: protections are unknown, so nothing may be
     /// written before the slot is remapped whole.
     pub(super) needs_scrub: bool,
-    /// The slot's number in its pool's slab (0 for an on-demand slot).
-    pub(super) index: u32,
+    /// A pool slot's claim on its slab (`None` on demand).
+    pub(super) claim: Option<Claim>,
     /// The reservation an on-demand slot owns (`guard | slot | guard`).
     pub(super) _reservation: Option<Mmap>,
+}
+
+/// What a free pool slot keeps while it waits in the free lists.
+#[derive(Debug, Default)]
+pub(crate) struct Parked {
+    pub(super) accessible: usize,
+    pub(super) rw: usize,
+    pub(super) image: Option<Arc<MemoryImage>>,
+    pub(super) needs_scrub: bool,
+    /// Bytes the last reset kept resident (for metrics).
+    pub resident: usize,
+}
+
+impl Parked {
+    /// The image this slot holds mapped, if any: its key for affinity.
+    pub fn affinity(&self) -> Option<u64> {
+        self.image.as_ref().map(|i| i.id())
+    }
 }
 
 /// How a pool protects and resets its slots (the same for every slot).
@@ -96,9 +114,43 @@ impl MemorySlot {
             lead: 0,
             image: None,
             needs_scrub: false,
-            index: 0,
+            claim: None,
             _reservation: Some(mmap),
         })
+    }
+
+    /// A slot of a pool's slab, as it was parked: `capacity` bytes at the
+    /// claim's base, then a `guard` that always faults; `lead` bytes before
+    /// the base are its leading guard (marked with it in the dense layout).
+    ///
+    /// # Panics
+    /// If the claim's slot is smaller than `capacity + guard`.
+    pub fn in_slab(
+        claim: Claim,
+        capacity: usize,
+        guard: usize,
+        p: Parked,
+        mode: SlotMode,
+        lead: usize,
+    ) -> Self {
+        assert!(
+            capacity.checked_add(guard) <= Some(claim.len()),
+            "slot larger than its claim"
+        );
+        MemorySlot {
+            base: claim.base(),
+            capacity,
+            guard,
+            size: 0,
+            accessible: p.accessible,
+            rw: p.rw,
+            mode,
+            lead,
+            image: p.image,
+            needs_scrub: p.needs_scrub,
+            claim: Some(claim),
+            _reservation: None,
+        }
     }
 
     /// Byte 0.
@@ -196,7 +248,7 @@ impl MemorySlot {
     }
 
     /// Whether this slot gets `image` by copying it in.
-    fn copies(&self, image: &MemoryImage) -> bool {
+    pub(super) fn copies(&self, image: &MemoryImage) -> bool {
         image.is_copied() || (self.mode.dense && !image.is_empty())
     }
 
@@ -321,36 +373,6 @@ impl MemorySlot {
         self.image = None;
         self.needs_scrub = false;
         Ok(())
-    }
-
-    /// Back to what `plan`'s instantiation left, in place: `[0, minimum)`
-    /// holds the image then zeroes, and only that much is accessible. The
-    /// first `keep_resident` bytes are restored with writes and stay
-    /// resident; the rest is discarded with `madvise` (which brings a mapped
-    /// image's pages back).
-    pub fn reset(&mut self, plan: &MemoryPlan, keep_resident: usize) -> io::Result<()> {
-        if self.needs_scrub {
-            // An earlier failure left protections unknown: nothing may be
-            // written before the slot is remapped, and prepared afresh.
-            self.size = 0;
-            return self.prepare(plan, plan.ty.min_bytes()).map(drop);
-        }
-        let keep = self.kept(keep_resident, plan);
-        self.restore(0, keep);
-        if self.accessible > keep {
-            // SAFETY: `[keep, accessible)` is read-write and ours; `&mut self`
-            // excludes any slice into it.
-            let discarded = unsafe { sys::decommit(self.base.add(keep), self.accessible - keep) };
-            if discarded.is_err() {
-                self.restore(keep, self.accessible);
-            }
-        }
-        // The image first, while its bytes are accessible whatever the
-        // shrink below does.
-        if let Some(img) = plan.image.as_ref().filter(|i| self.copies(i)) {
-            self.bytes_mut()[..img.len()].copy_from_slice(img.bytes());
-        }
-        self.resize(plan.ty.min_bytes())
     }
 
     /// After a failed reset: remap the slot fresh, or mark it to be

@@ -43,6 +43,7 @@
 //! from a fresh slot with the same image. So a tenant never reads a byte
 //! another tenant wrote.
 
+mod at_rest;
 mod memory;
 mod restore;
 mod revoke;
@@ -51,7 +52,8 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use memory::{ImageWork, MemorySlot, SlotMode};
-pub(crate) use revoke::{Parked, Queued, Released, revoke, revoke_marked};
+pub(crate) use at_rest::{Queued, Released};
+pub(crate) use memory::{ImageWork, MemorySlot, Parked, SlotMode};
+pub(crate) use revoke::{revoke_marked, revoke_protected};
 pub(crate) use stack::StackSlot;
 pub(crate) use table::TableSlot;

@@ -2,8 +2,10 @@
 //! tenant wrote when the kernel can tell.
 
 use super::memory::MemorySlot;
+use crate::layout::MemoryPlan;
 use crate::sys;
 use std::cell::RefCell;
+use std::io;
 
 thread_local! {
     /// Runs of written pages, reused by every reset on this thread.
@@ -15,6 +17,36 @@ thread_local! {
 const SCAN_MIN: usize = 64 << 10;
 
 impl MemorySlot {
+    /// Back to what `plan`'s instantiation left, in place: `[0, minimum)`
+    /// holds the image then zeroes, and only that much is accessible. The
+    /// first `keep_resident` bytes are restored with writes and stay
+    /// resident; the rest is discarded with `madvise` (which brings a mapped
+    /// image's pages back).
+    pub fn reset(&mut self, plan: &MemoryPlan, keep_resident: usize) -> io::Result<()> {
+        if self.needs_scrub {
+            // An earlier failure left protections unknown: nothing may be
+            // written before the slot is remapped, and prepared afresh.
+            self.size = 0;
+            return self.prepare(plan, plan.ty.min_bytes()).map(drop);
+        }
+        let keep = self.kept(keep_resident, plan);
+        self.restore(0, keep);
+        if self.accessible > keep {
+            // SAFETY: `[keep, accessible)` is read-write and ours; `&mut self`
+            // excludes any slice into it.
+            let discarded = unsafe { sys::decommit(self.base.add(keep), self.accessible - keep) };
+            if discarded.is_err() {
+                self.restore(keep, self.accessible);
+            }
+        }
+        // The image first, while its bytes are accessible whatever the
+        // shrink below does.
+        if let Some(img) = plan.image.as_ref().filter(|i| self.copies(i)) {
+            self.bytes_mut()[..img.len()].copy_from_slice(img.bytes());
+        }
+        self.resize(plan.ty.min_bytes())
+    }
+
     /// Puts back what a fresh slot holds in `[from, to)`: the mapped image's
     /// bytes where it covers, zeroes after.
     ///

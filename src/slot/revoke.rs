@@ -1,215 +1,89 @@
-//! What happens to a memory slot after its tenant: [`Released`], the
-//! queue entry [`Queued`] waiting for its batch, the syscalls that revoke a
-//! batch, and [`Parked`], what a free slot keeps.
+//! Revoking a batch of released slots: the syscalls that discard what
+//! their tenants populated and make it fault again, one TLB flush for many
+//! slots where the kernel allows. Each slot of the batch is then handed to
+//! `done`, free (or, if its batch failed, scrubbed first).
 
-use super::memory::{MemorySlot, SlotMode};
-use crate::MemoryImage;
-use crate::layout::MemoryPlan;
-use crate::sys::{self, SlotPtr};
+use super::at_rest::Queued;
+use super::memory::Parked;
+use crate::sys::{self, Claim};
 use std::io;
-use std::sync::Arc;
 
-/// What a free pool slot keeps while it waits in the free lists.
-#[derive(Debug, Default)]
-pub(crate) struct Parked {
-    pub(super) accessible: usize,
-    pub(super) rw: usize,
-    pub(super) image: Option<Arc<MemoryImage>>,
-    pub(super) needs_scrub: bool,
-    /// Bytes the last reset kept resident (for metrics).
-    pub resident: usize,
-}
-
-impl Parked {
-    /// The image this slot holds mapped, if any: its key for affinity.
-    pub fn affinity(&self) -> Option<u64> {
-        self.image.as_ref().map(|i| i.id())
-    }
-}
-
-/// A released slot, after the part it keeps resident was restored.
-#[derive(Debug)]
-pub(crate) enum Released {
-    /// Nothing left to revoke: free now.
-    Ready(u32, Parked),
-    /// `[from, to)` must still be discarded and made `PROT_NONE`.
-    Revoke(Queued),
-}
-
-/// A released slot waiting for [`revoke`] over `[from(), to())`.
-#[derive(Debug)]
-pub(crate) struct Queued {
-    pub(super) slot: MemorySlot,
-    pub(super) keep: usize,
-    /// With guard markers: `[keep, open)` is only discarded (the next
-    /// instance of the same layout reaches it anyway), `[open, to)` also
-    /// marked. Without: `keep`.
-    pub(super) open: usize,
-}
-
-impl Queued {
-    /// The slot's number in its slab.
-    pub fn index(&self) -> u32 {
-        self.slot.index
-    }
-
-    /// The slot's byte 0.
-    pub fn base(&self) -> SlotPtr {
-        self.slot.base
-    }
-
-    /// Offset where the range to revoke starts.
-    pub fn from(&self) -> usize {
-        self.keep
-    }
-
-    /// Offset where the range to revoke ends.
-    pub fn to(&self) -> usize {
-        self.slot.accessible
-    }
-
-    /// Offset where guard markers start (with guard markers only).
-    pub fn mark_from(&self) -> usize {
-        self.open
-    }
-
-    /// The batch holding this slot was revoked (`ok`), or failed: then the
-    /// slot is scrubbed. Either way it can be handed out again.
-    pub fn finish(mut self, ok: bool) -> (u32, Parked) {
-        if ok {
-            self.slot.accessible = self.open;
-            if !self.slot.mode.markers {
-                self.slot.rw = self.open;
-            }
-        } else {
-            self.slot.scrub();
-        }
-        // A scrubbed slot is fresh; one whose scrub failed still holds its
-        // restored pages.
-        let resident = if ok || self.slot.needs_scrub {
-            self.keep
-        } else {
-            0
-        };
-        (self.slot.index, self.slot.park(resident))
-    }
-}
-
-/// Discards the pages of `[start, start + len)` and makes it `PROT_NONE`:
-/// what a batch of released slots needs, over one merged range.
-///
-/// # Safety
-/// The range covers only released slots (and the guards between them)
-/// of one reservation, none of them referenced by anyone.
-pub(crate) unsafe fn revoke(start: SlotPtr, len: usize) -> io::Result<()> {
-    // SAFETY: the caller owns the range and nothing references it.
-    unsafe { sys::decommit(start, len).and_then(|()| sys::protect_none(start, len)) }
-}
-
-/// Revokes released slots that use guard markers: discards the pages of
-/// every `discard` range (one `process_madvise`, one TLB flush, where the
-/// kernel has it), then marks every `mark` range, now empty, which needs no
+/// Revokes released slots that use guard markers, any slots, neighbours
+/// or not: discards the pages of each slot's `[from, to)` (one
+/// `process_madvise`, one TLB flush, where the kernel has it and `batched`
+/// says so), then marks each `[mark_from, to)`, now empty, which needs no
 /// flush. A lone range that is marked whole is one `MADV_GUARD_INSTALL`,
-/// which discards as it marks.
-///
-/// # Safety
-/// Each range lies inside a released slot of the caller's, unreferenced.
-pub(crate) unsafe fn revoke_marked(
-    discard: &[(SlotPtr, usize)],
-    mark: &[(SlotPtr, usize)],
+/// which discards as it marks. Merging neighbours would mark their unreached
+/// parts too, at 8 bytes of page table per page.
+pub(crate) fn revoke_marked(
+    batch: Vec<Queued>,
     batched: bool,
-) -> io::Result<()> {
+    mut done: impl FnMut(Claim, Parked),
+) {
     use sys::RangeAdvice::*;
+    let range = |q: &Queued, from: usize| (q.at(from), q.to() - from);
+    let discard: Vec<_> = batch.iter().map(|q| range(q, q.from())).collect();
+    let mark: Vec<_> = batch
+        .iter()
+        .filter(|q| q.mark_from() < q.to())
+        .map(|q| range(q, q.mark_from()))
+        .collect();
     let marks_all = discard.len() == 1 && mark.len() == 1 && discard[0] == mark[0];
-    // SAFETY: the caller's promise.
-    unsafe {
-        if !marks_all {
-            sys::madvise_ranges(discard, DontNeed, batched)?;
+    // SAFETY: each range lies inside a slot this batch holds (by its claim),
+    // released, and referenced by nobody.
+    let revoked: io::Result<()> = unsafe {
+        if marks_all {
+            Ok(())
+        } else {
+            sys::madvise_ranges(&discard, DontNeed, batched)
         }
-        sys::madvise_ranges(mark, GuardInstall, batched)
+        .and_then(|()| sys::madvise_ranges(&mark, GuardInstall, batched))
+    };
+    let ok = revoked.is_ok();
+    for q in batch {
+        let (claim, parked) = q.finish(ok);
+        done(claim, parked);
     }
 }
 
-impl MemorySlot {
-    /// A slot of a pool's slab at `base`, as it was parked.
-    pub fn in_slab(
-        base: SlotPtr,
-        capacity: usize,
-        guard: usize,
-        index: u32,
-        p: Parked,
-        mode: SlotMode,
-        lead: usize,
-    ) -> Self {
-        MemorySlot {
-            base,
-            capacity,
-            guard,
-            size: 0,
-            accessible: p.accessible,
-            rw: p.rw,
-            mode,
-            lead,
-            image: p.image,
-            needs_scrub: p.needs_scrub,
-            index,
-            _reservation: None,
+/// Revokes released slots on the `mprotect` path: neighbouring slots are
+/// merged into one range (the tail of the first, the guards between, the
+/// later ones from their start), each range discarded and made `PROT_NONE`
+/// with one `madvise` and one `mprotect`. A failed range's slots are
+/// scrubbed.
+pub(crate) fn revoke_protected(mut batch: Vec<Queued>, mut done: impl FnMut(Claim, Parked)) {
+    batch.sort_unstable_by_key(|q| q.base().as_ptr() as usize);
+    let mut rest = batch.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let mut run = vec![first];
+        while let Some(next) = rest.next_if(|n| follows(run.last().unwrap(), n)) {
+            run.push(next);
+        }
+        let (start, end) = (
+            run[0].at(run[0].from()),
+            run[run.len() - 1].at(run[run.len() - 1].to()),
+        );
+        let len = end.as_ptr() as usize - start.as_ptr() as usize;
+        // SAFETY: the range runs from inside the first slot to inside the
+        // last; each slot between starts right after the previous one's
+        // trailing guard (`follows`), so it covers only slots this batch
+        // holds by their claims and the guards between them, which belong
+        // to no one; nothing references any of it.
+        let ok = len == 0
+            || unsafe { sys::decommit(start, len).and_then(|()| sys::protect_none(start, len)) }
+                .is_ok();
+        for q in run {
+            let (claim, parked) = q.finish(ok);
+            done(claim, parked);
         }
     }
+}
 
-    /// Bytes of `[0, accessible)` a reset restores in place and keeps.
-    ///
-    /// With guard markers at most `plan`'s minimum: markers cannot keep a
-    /// page resident while making it fault, as `PROT_NONE` does, so what
-    /// the next instance of the same layout could not reach is revoked.
-    pub(super) fn kept(&self, keep_resident: usize, plan: &MemoryPlan) -> usize {
-        let keep = keep_resident.min(self.accessible);
-        if self.mode.markers {
-            keep.min(plan.ty.min_bytes())
-        } else {
-            keep
-        }
-    }
-
-    /// Gives the slot up: restores its first `keep_resident` bytes in place
-    /// (see [`kept`](Self::kept) for `plan`'s part) and says what is left to
-    /// revoke. A slot that needs a scrub is left untouched (writing to it
-    /// could fault); it is remapped before reuse.
-    pub fn release(mut self, keep_resident: usize, plan: &MemoryPlan) -> Released {
-        if self.needs_scrub {
-            self.accessible = 0;
-            return Released::Ready(self.index, self.park(0));
-        }
-        let keep = self.kept(keep_resident, plan);
-        self.restore(0, keep);
-        if self.accessible > keep {
-            // With markers, what the next instance of this layout reaches
-            // anyway is only discarded, not marked: marking costs a
-            // page-table entry per page, and an image's whole minimum would
-            // be marked and unmarked again on every cycle.
-            let open = if self.mode.markers {
-                plan.ty.min_bytes().min(self.accessible).max(keep)
-            } else {
-                keep
-            };
-            Released::Revoke(Queued {
-                slot: self,
-                keep,
-                open,
-            })
-        } else {
-            Released::Ready(self.index, self.park(keep))
-        }
-    }
-
-    /// What a pool keeps of a free slot.
-    pub(super) fn park(self, resident: usize) -> Parked {
-        Parked {
-            accessible: self.accessible,
-            rw: self.rw,
-            image: self.image,
-            needs_scrub: self.needs_scrub,
-            resident,
-        }
-    }
+/// Whether `next` can join a run ending with `last`: its range starts at its
+/// byte 0, right after `last`'s slot and trailing guard.
+fn follows(last: &Queued, next: &Queued) -> bool {
+    let stride = last.capacity_and_guard();
+    next.from() == 0
+        && next.capacity_and_guard() == stride
+        && next.base().as_ptr() as usize == last.base().as_ptr() as usize + stride
 }

@@ -1,30 +1,59 @@
 //! [`StackSlot`]: one fiber stack of a stack pool, `guard | stack`, used
 //! from its top down.
 
-use crate::sys::{self, SlotPtr};
+use crate::sys::{self, Claim, SlotPtr};
 
 /// One stack: `size` read-write bytes above `bottom`, and a guard below
 /// `bottom` that faults, so a stack overflow is a fault, never another
 /// stack's bytes.
 #[derive(Debug)]
 pub(crate) struct StackSlot {
+    /// `guard | stack` of a stack slab, from the claim's base.
+    claim: Claim,
     bottom: SlotPtr,
+    guard: usize,
     size: usize,
-    index: u32,
 }
 
 impl StackSlot {
-    /// Slot `index` of a stack slab.
+    /// A slot of a stack slab: `guard` bytes, then the stack's `size`.
+    /// Usable once [`prepare`](Self::prepare)d (at its first use; the pool
+    /// keeps free stacks zero).
     ///
-    /// # Safety
-    /// `[bottom, bottom + size)` is read-write, belongs to this slot alone
-    /// until it is released, and holds nothing another user wrote.
-    pub unsafe fn in_slab(bottom: SlotPtr, size: usize, index: u32) -> Self {
+    /// # Panics
+    /// If the claim's slot is smaller than `guard + size`.
+    pub fn in_slab(claim: Claim, guard: usize, size: usize) -> Self {
+        assert!(
+            guard.checked_add(size) <= Some(claim.len()),
+            "stack larger than its claim"
+        );
+        // SAFETY: `guard` lies inside the claim's slot.
+        let bottom = unsafe { claim.base().add(guard) };
         StackSlot {
+            claim,
             bottom,
+            guard,
             size,
-            index,
         }
+    }
+
+    /// A stack's first use: its guard marked (`markers`: the slab is
+    /// read-write) or its stack made read-write (the slab is `PROT_NONE`).
+    pub fn prepare(&mut self, markers: bool) -> std::io::Result<()> {
+        // SAFETY: the guard and the stack are this slot's own part of the
+        // slab, never used before, referenced by nobody.
+        unsafe {
+            if markers {
+                sys::guard_install(self.claim.base(), self.guard)
+            } else {
+                sys::protect_read_write(self.bottom, self.size)
+            }
+        }
+    }
+
+    /// The claim to give back to the slab.
+    pub fn into_claim(self) -> Claim {
+        self.claim
     }
 
     /// The lowest usable byte.
@@ -40,11 +69,6 @@ impl StackSlot {
     /// Usable bytes.
     pub fn size(&self) -> usize {
         self.size
-    }
-
-    /// The slot's number in its slab.
-    pub fn index(&self) -> u32 {
-        self.index
     }
 
     /// Makes the stack read as zeroes again: its top `keep_resident` bytes

@@ -1,6 +1,6 @@
 //! [`TableSlot`]: one table's elements, in a pool's slab or on the heap.
 
-use crate::sys::{self, SlotPtr};
+use crate::sys::{self, Claim};
 use std::io;
 
 const ELEM: usize = std::mem::size_of::<usize>();
@@ -14,33 +14,32 @@ const ELEM: usize = std::mem::size_of::<usize>();
 pub(crate) struct TableSlot {
     storage: Storage,
     size: u32,
-    /// The slot's number in its pool's slab (0 for a heap table).
-    index: u32,
 }
 
 #[derive(Debug)]
 enum Storage {
-    /// A slab slot starting at `base` (64-byte aligned; host-page aligned
-    /// when it is a page or more), with room for `capacity` elements.
+    /// A slot of a read-write table slab (64-byte aligned; host-page
+    /// aligned when it is a page or more), with room for `capacity`
+    /// elements.
     Slab {
-        base: SlotPtr,
+        claim: Claim,
         capacity: u32,
     },
     Heap(Vec<usize>),
 }
 
 impl TableSlot {
-    /// Slot `index` of a table slab: `capacity` zeroed elements at `base`.
+    /// A slot of a read-write table slab, `capacity` elements at the
+    /// claim's base. The pool keeps free slots zero.
     ///
-    /// # Safety
-    /// `[base, base + capacity * 8)` is read-write, aligned for `usize`,
-    /// all zero, and owned by the new slot alone until it is released.
-    pub unsafe fn in_slab(base: SlotPtr, capacity: u32, index: u32) -> Self {
-        debug_assert!(base.as_ptr().cast::<usize>().is_aligned());
+    /// # Panics
+    /// If the claim's slot cannot hold `capacity` aligned elements.
+    pub fn in_slab(claim: Claim, capacity: u32) -> Self {
+        let fits = (capacity as usize).checked_mul(ELEM) <= Some(claim.len());
+        assert!(fits && claim.base().as_ptr().cast::<usize>().is_aligned());
         TableSlot {
-            storage: Storage::Slab { base, capacity },
+            storage: Storage::Slab { claim, capacity },
             size: 0,
-            index,
         }
     }
 
@@ -49,7 +48,6 @@ impl TableSlot {
         TableSlot {
             storage: Storage::Heap(Vec::new()),
             size: 0,
-            index: 0,
         }
     }
 
@@ -58,9 +56,12 @@ impl TableSlot {
         self.size
     }
 
-    /// The slot's number in its pool's slab (0 for a heap table).
-    pub fn index(&self) -> u32 {
-        self.index
+    /// A slab slot's claim, to give back (`None` on the heap).
+    pub fn into_claim(self) -> Option<Claim> {
+        match self.storage {
+            Storage::Slab { claim, .. } => Some(claim),
+            Storage::Heap(_) => None,
+        }
     }
 
     /// The elements.
@@ -69,10 +70,11 @@ impl TableSlot {
             // Zero elements need no pointer at all (a slab of 0-element
             // slots has a dangling base).
             Storage::Slab { .. } if self.size == 0 => &[],
-            // SAFETY: the slot holds `capacity >= size` aligned elements,
+            // SAFETY: the claim gives this slot alone `capacity >= size`
+            // aligned elements of a read-write slab,
             // owned by this slot; they change only through `&mut self`.
-            Storage::Slab { base, .. } => unsafe {
-                std::slice::from_raw_parts(base.as_ptr().cast(), self.size as usize)
+            Storage::Slab { claim, .. } => unsafe {
+                std::slice::from_raw_parts(claim.base().as_ptr().cast(), self.size as usize)
             },
             Storage::Heap(v) => v,
         }
@@ -83,8 +85,8 @@ impl TableSlot {
         match &mut self.storage {
             Storage::Slab { .. } if self.size == 0 => &mut [],
             // SAFETY: as in `elements`; `&mut self` makes it exclusive.
-            Storage::Slab { base, .. } => unsafe {
-                std::slice::from_raw_parts_mut(base.as_ptr().cast(), self.size as usize)
+            Storage::Slab { claim, .. } => unsafe {
+                std::slice::from_raw_parts_mut(claim.base().as_ptr().cast(), self.size as usize)
             },
             Storage::Heap(v) => v,
         }
@@ -123,8 +125,8 @@ impl TableSlot {
         let used = self.size as usize * ELEM;
         self.size = 0;
         match &mut self.storage {
-            Storage::Slab { base, .. } => {
-                let base = *base;
+            Storage::Slab { claim, .. } => {
+                let base = claim.base();
                 let page = sys::page_size();
                 // Slots smaller than a page share it: they are only ever
                 // written, never released with `madvise` (used < page).

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::layout::{MemoryPlan, MemoryType};
-use crate::sys::Mmap;
+use crate::sys::{self, Claim};
 use crate::{MemoryImage, WASM_PAGE_SIZE};
 use std::sync::Arc;
 
@@ -16,9 +16,8 @@ fn plan(min_pages: u64, image: Option<&Arc<MemoryImage>>) -> MemoryPlan {
     }
 }
 
-/// A slab of two slots of `CAP` bytes, no guards: the pool's arithmetic in
-/// miniature.
-struct Slab(Mmap, SlotMode);
+/// A slab of two slots of `CAP` bytes, no guards: a pool in miniature.
+struct Slab(sys::Slab, SlotMode);
 
 impl Slab {
     fn new() -> Slab {
@@ -26,19 +25,24 @@ impl Slab {
     }
 
     fn with(mode: SlotMode) -> Slab {
-        Slab(Mmap::reserve(2 * CAP).unwrap(), mode)
+        Slab(sys::Slab::new(2, 0, CAP, 0, false).unwrap(), mode)
     }
 
     fn slot(&self, index: u32, parked: Parked) -> MemorySlot {
-        // SAFETY: index < 2: inside the reservation.
-        let base = unsafe { self.0.ptr().add(index as usize * CAP) };
-        MemorySlot::in_slab(base, CAP, 0, index, parked, self.1, 0)
+        MemorySlot::in_slab(self.0.claim(index), CAP, 0, parked, self.1, 0)
+    }
+
+    /// A slot given back, as the pool does: its index, and what it keeps.
+    fn back(&self, (claim, parked): (Claim, Parked)) -> (u32, Parked) {
+        let index = claim.index();
+        self.0.unclaim(claim);
+        (index, parked)
     }
 }
 
-fn ready(released: Released) -> (u32, Parked) {
+fn ready(released: Released) -> (Claim, Parked) {
     match released {
-        Released::Ready(index, parked) => (index, parked),
+        Released::Ready(claim, parked) => (claim, parked),
         Released::Revoke(q) => panic!("expected nothing to revoke, got [{}, {})", q.from(), q.to()),
     }
 }
@@ -78,7 +82,7 @@ fn a_mapped_image_is_mapped_once_then_reused_by_the_warm_slot() {
     slot.bytes_mut()[..5].copy_from_slice(b"DIRTY");
     slot.bytes_mut()[100] = 1;
 
-    let (index, parked) = ready(slot.release(PAGE, &plan(1, None)));
+    let (index, parked) = slab.back(ready(slot.release(PAGE, &plan(1, None))));
     assert_eq!(parked.affinity(), Some(image.id()));
     assert_eq!(parked.resident, PAGE);
     let mut again = slab.slot(index, parked);
@@ -125,7 +129,7 @@ fn switching_images_leaves_nothing_of_the_old_one() {
     let slab = Slab::new();
     let mut slot = slab.slot(0, Parked::default());
     slot.prepare(&plan(1, Some(&a)), PAGE).unwrap();
-    let (index, parked) = ready(slot.release(PAGE, &plan(1, None)));
+    let (index, parked) = slab.back(ready(slot.release(PAGE, &plan(1, None))));
     let mut slot = slab.slot(index, parked);
     assert_eq!(
         slot.prepare(&plan(1, Some(&b)), PAGE).unwrap(),
@@ -143,15 +147,15 @@ fn release_past_keep_resident_queues_the_rest_for_revocation() {
     slot.resize(3 * PAGE).unwrap();
     slot.bytes_mut().fill(9);
     let q = queued(slot.release(PAGE, &plan(1, None)));
-    assert_eq!((q.index(), q.from(), q.to()), (0, PAGE, 3 * PAGE));
+    assert_eq!((q.from(), q.to()), (PAGE, 3 * PAGE));
     // The kept part is restored before the slot is queued.
     // SAFETY: `[0, PAGE)` is still read-write and nobody else holds it.
     let kept = unsafe { std::slice::from_raw_parts(q.base().as_ptr(), PAGE) };
     assert!(kept.iter().all(|&b| b == 0));
 
-    // SAFETY: the range is the queued slot's own, released, unreferenced.
-    unsafe { revoke(q.base().add(q.from()), q.to() - q.from()) }.unwrap();
-    let (index, parked) = q.finish(true);
+    let mut back = None;
+    revoke_protected(vec![q], |claim, parked| back = Some((claim, parked)));
+    let (index, parked) = slab.back(back.unwrap());
     assert_eq!(parked.resident, PAGE);
     let mut slot = slab.slot(index, parked);
     slot.prepare(&plan(3, None), 3 * PAGE).unwrap();
@@ -170,7 +174,7 @@ fn a_failed_revocation_scrubs_the_slot() {
     slot.bytes_mut().fill(5);
     let q = queued(slot.release(0, &plan(1, None)));
     // As if the batch's syscalls had failed: the slot is remapped fresh.
-    let (index, parked) = q.finish(false);
+    let (index, parked) = slab.back(q.finish(false));
     assert_eq!((parked.affinity(), parked.resident), (None, 0));
     let mut slot = slab.slot(index, parked);
     assert_eq!(
@@ -187,12 +191,9 @@ fn a_slot_needing_a_scrub_is_released_untouched_and_scrubbed_before_use() {
     let mut slot = slab.slot(0, Parked::default());
     slot.prepare(&plan(1, None), PAGE).unwrap();
     slot.bytes_mut().fill(3);
-    let parked = Parked {
-        needs_scrub: true,
-        ..Parked::default()
-    };
+    slot.needs_scrub = true;
     // A slot whose protections are unknown: release must not write to it.
-    let (index, parked) = ready(slab.slot(0, parked).release(CAP, &plan(1, None)));
+    let (index, parked) = slab.back(ready(slot.release(CAP, &plan(1, None))));
     assert_eq!(parked.resident, 0);
     let mut slot = slab.slot(index, parked);
     slot.prepare(&plan(1, None), PAGE).unwrap();
@@ -233,11 +234,9 @@ fn an_owned_reservation_has_guards_and_unmaps_on_drop() {
 
 #[test]
 fn a_slab_table_grows_with_init_and_clears_to_zero() {
-    let slab = Mmap::read_write(4096).unwrap();
-    // SAFETY: a fresh read-write, zeroed, page-aligned mapping of 512
-    // elements, owned by this test alone.
-    let mut t = unsafe { TableSlot::in_slab(slab.ptr(), 512, 3) };
-    assert_eq!((t.index(), t.size()), (3, 0));
+    let slab = sys::Slab::new(4, 0, 4096, 0, true).unwrap();
+    let mut t = TableSlot::in_slab(slab.claim(3), 512);
+    assert_eq!(t.size(), 0);
     assert!(t.elements().is_empty());
     t.grow(4, 0).unwrap();
     t.grow(6, 9).unwrap();
@@ -248,13 +247,17 @@ fn a_slab_table_grows_with_init_and_clears_to_zero() {
     assert_eq!(t.clear(0), 6 * 8, "a small table is zeroed in place");
     t.grow(6, 0).unwrap();
     assert_eq!(t.elements(), [0; 6]);
+    assert_eq!(t.into_claim().map(|c| c.index()), Some(3));
+    assert!(
+        std::panic::catch_unwind(|| TableSlot::in_slab(slab.claim(0), 513)).is_err(),
+        "more elements than the slot holds"
+    );
 }
 
 #[test]
 fn a_zero_element_slab_table_is_empty_without_touching_memory() {
-    let slab = Mmap::read_write(0).unwrap();
-    // SAFETY: a zero-capacity slot: no byte is ever touched.
-    let mut t = unsafe { TableSlot::in_slab(slab.ptr(), 0, 0) };
+    let slab = sys::Slab::new(1, 0, 0, 0, true).unwrap();
+    let mut t = TableSlot::in_slab(slab.claim(0), 0);
     assert!(t.elements().is_empty());
     assert!(t.elements_mut().is_empty());
     assert!(t.grow(1, 0).is_err());

@@ -8,12 +8,11 @@
 //! free slot. With a batch size of 1 a release does its own calls, without
 //! taking the queue's lock.
 //!
-//! A merged range spans the released slots' tails, the guards between them
-//! and the unreached parts of those slots: all of it is released or guard,
-//! so making it `PROT_NONE` and discarding its pages is what each slot wants.
+//! What one revocation does to a batch is the slot layer's business
+//! ([`revoke_marked`](crate::slot::revoke_marked),
+//! [`revoke_protected`](crate::slot::revoke_protected)).
 
 use crate::slot::Queued;
-use crate::sys::SlotPtr;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -75,48 +74,4 @@ impl DecommitQueue {
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
-}
-
-/// Consecutive slots whose reset ranges can be one call: sorted by index,
-/// each slot after the first in a run starting its range at offset 0.
-pub(crate) struct Run {
-    slots: Vec<Queued>,
-    stride: usize,
-}
-
-impl Run {
-    /// `(start, len)` of the merged range, `None` if it is empty.
-    pub fn range(&self) -> Option<(SlotPtr, usize)> {
-        let first = self.slots.first()?;
-        let last = self.slots.last()?;
-        let start = first.index() as usize * self.stride + first.from();
-        let end = last.index() as usize * self.stride + last.to();
-        // SAFETY: `from` lies inside the first slot.
-        (end > start).then(|| (unsafe { first.base().add(first.from()) }, end - start))
-    }
-
-    pub fn into_slots(self) -> Vec<Queued> {
-        self.slots
-    }
-}
-
-/// Splits a batch into runs that each need one `madvise` + one `mprotect`.
-pub(crate) fn runs(mut batch: Vec<Queued>, stride: usize) -> Vec<Run> {
-    batch.sort_unstable_by_key(|p| p.index());
-    let mut runs: Vec<Run> = Vec::new();
-    for p in batch {
-        match runs.last_mut() {
-            Some(run)
-                if p.from() == 0
-                    && run.slots.last().is_some_and(|l| l.index() + 1 == p.index()) =>
-            {
-                run.slots.push(p)
-            }
-            _ => runs.push(Run {
-                slots: vec![p],
-                stride,
-            }),
-        }
-    }
-    runs
 }

@@ -28,22 +28,21 @@
 //! slot is [`MemorySlot`]'s business; this file decides where slots are and
 //! which one a tenant gets.
 
-use super::decommit::{self, DecommitQueue};
+use super::decommit::DecommitQueue;
 use super::index::{SlotIndex, Taken};
 use super::metrics::Counters;
 use crate::config::{MemoryLayout, MemoryProtection, PoolingConfig};
 use crate::layout::MemoryPlan;
 use crate::slot::{self, MemorySlot, Parked, Queued, Released, SlotMode};
-use crate::sys::{self, Mmap, SlotPtr};
+use crate::sys::{self, Claim, Slab};
 use crate::{Error, Resource, Result, WASM_PAGE_SIZE};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub(crate) struct MemoryPool {
-    slab: Mmap,
+    slab: Slab,
     pre_guard: usize,
     slot_size: usize,
     guard_size: usize,
-    stride: usize,
     keep_resident: usize,
     total: u32,
     index: SlotIndex<Parked>,
@@ -65,40 +64,22 @@ impl MemoryPool {
         } else {
             0
         };
-        let stride = slot_size.checked_add(guard_size);
-        let total_len = stride
-            .and_then(|s| s.checked_mul(config.total_memories as usize))
-            .and_then(|t| t.checked_add(pre_guard));
-        let (Some(stride), Some(total_len)) = (stride, total_len) else {
-            return Err(Error::InvalidConfig(format!(
-                "memory reservation overflows: total_memories ({}) x (max_memory_size ({slot_size}) + memory_guard_size ({guard_size}))",
-                config.total_memories
-            )));
-        };
         let dense = config.memory_layout == MemoryLayout::Dense;
-        let slab = if dense {
-            Mmap::read_write(total_len)
-        } else {
-            Mmap::reserve(total_len)
-        };
-        let slab = slab.map_err(|e| {
-            Error::InvalidConfig(format!(
-                "cannot reserve {total_len} bytes for {} memory slots (max_memory_size {slot_size}, memory_guard_size {guard_size}): {e}",
-                config.total_memories
-            ))
+        let count = config.total_memories;
+        let slab = super::reserve_slab(count, pre_guard, slot_size, guard_size, dense, || {
+            format!(
+                "{count} memory slots: total_memories ({count}) x (max_memory_size ({slot_size}) + memory_guard_size ({guard_size}))"
+            )
         })?;
         let markers = dense
-            || match config.memory_protection {
-                MemoryProtection::Auto => sys::features().guard_markers,
-                MemoryProtection::GuardMarkers => true,
-                MemoryProtection::Mprotect => false,
-            };
+            || config
+                .memory_protection
+                .markers(sys::features().guard_markers);
         Ok(MemoryPool {
             slab,
             pre_guard,
             slot_size,
             guard_size,
-            stride,
             keep_resident: config.memory_keep_resident.min(slot_size),
             total: config.total_memories,
             index: SlotIndex::new(config.total_memories, shards, config.max_unused_warm_slots),
@@ -151,17 +132,6 @@ impl MemoryPool {
         self.slot_size
     }
 
-    fn base(&self, index: u32) -> SlotPtr {
-        debug_assert!(index < self.total);
-        // SAFETY: index < total, so the offset is inside the reservation
-        // (its length is pre + total * stride).
-        unsafe {
-            self.slab
-                .ptr()
-                .add(self.pre_guard + index as usize * self.stride)
-        }
-    }
-
     /// Takes a slot for `plan`: the pool-wide count and a free slot (no
     /// syscall). Flushes pending resets and retries before reporting
     /// exhaustion. Returns the slot and the maximum the limiter sees.
@@ -196,10 +166,9 @@ impl MemoryPool {
         counters.resident_sub(state.resident);
         let page_cap = self.slot_size / WASM_PAGE_SIZE * WASM_PAGE_SIZE;
         let slot = MemorySlot::in_slab(
-            self.base(index),
+            self.slab.claim(index),
             self.slot_size,
             self.guard_size,
-            index,
             state,
             self.mode,
             // The leading guard: the pre-guard for slot 0, else the
@@ -220,7 +189,7 @@ impl MemoryPool {
         // Not in use before it is free: in_use never exceeds the total.
         self.in_use.fetch_sub(1, Ordering::Relaxed);
         match released {
-            Released::Ready(index, parked) => self.return_slot(index, parked, counters),
+            Released::Ready(claim, parked) => self.return_slot(claim, parked, counters),
             Released::Revoke(queued) => self
                 .decommit
                 .push(queued, |batch| self.finish(batch, counters)),
@@ -232,47 +201,22 @@ impl MemoryPool {
         self.decommit.flush(|batch| self.finish(batch, counters));
     }
 
-    /// Revokes a batch (merged over neighbouring slots) and returns its
-    /// slots; a failed run's slots are scrubbed.
+    /// Revokes a batch and returns its slots; a failed revocation's slots
+    /// are scrubbed.
     fn finish(&self, batch: Vec<Queued>, counters: &Counters) {
+        let done = |claim, parked| self.return_slot(claim, parked, counters);
         if self.mode.markers {
-            // Any slots, neighbours or not: one call per advice. Merging
-            // neighbours would mark their unreached parts too, at 8 bytes
-            // of page table per page.
-            let range = |q: &Queued, from: usize| {
-                // SAFETY: `from` (a queued slot's `from` or `mark_from`)
-                // lies inside the slot.
-                (unsafe { q.base().add(from) }, q.to() - from)
-            };
-            let discard: Vec<_> = batch.iter().map(|q| range(q, q.from())).collect();
-            let mark: Vec<_> = batch
-                .iter()
-                .filter(|q| q.mark_from() < q.to())
-                .map(|q| range(q, q.mark_from()))
-                .collect();
-            // SAFETY: each range is a released slot's, unreferenced.
-            let ok = unsafe { slot::revoke_marked(&discard, &mark, self.batched) }.is_ok();
-            for queued in batch {
-                let (index, parked) = queued.finish(ok);
-                self.return_slot(index, parked, counters);
-            }
-            return;
-        }
-        for run in decommit::runs(batch, self.stride) {
-            let ok = run.range().is_none_or(|(start, len)| {
-                // SAFETY: the run covers only released slots (and the guards
-                // between them) of our slab, none referenced by anyone.
-                unsafe { slot::revoke(start, len) }.is_ok()
-            });
-            for queued in run.into_slots() {
-                let (index, parked) = queued.finish(ok);
-                self.return_slot(index, parked, counters);
-            }
+            slot::revoke_marked(batch, self.batched, done);
+        } else {
+            slot::revoke_protected(batch, done);
         }
     }
 
-    fn return_slot(&self, index: u32, parked: Parked, counters: &Counters) {
+    fn return_slot(&self, claim: Claim, parked: Parked, counters: &Counters) {
         counters.resident_add(parked.resident);
+        let index = claim.index();
+        // Unclaimed before it is free: the next acquisition claims it.
+        self.slab.unclaim(claim);
         self.index.release(index, parked.affinity(), parked);
     }
 

@@ -18,7 +18,8 @@ pub use stack_pool::{PooledStack, StackPool, StackPoolMetrics};
 use crate::config::PoolingConfig;
 use crate::layout::MemoryPlan;
 use crate::slot::{ImageWork, MemorySlot, TableSlot};
-use crate::{Error, InstanceLayout, Resource, Result, TableType, sys};
+use crate::sys::{self, Slab};
+use crate::{Error, InstanceLayout, Resource, Result, TableType};
 use memory_pool::MemoryPool;
 use metrics::Counters;
 use std::io;
@@ -26,6 +27,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use table_pool::TablePool;
+
+/// A pool's slab of `count` slots (see [`Slab::new`]), or
+/// [`Error::InvalidConfig`] naming the settings that make it: `describe`
+/// says what it holds and from which settings.
+fn reserve_slab(
+    count: u32,
+    pre: usize,
+    slot: usize,
+    gap: usize,
+    read_write: bool,
+    describe: impl Fn() -> String,
+) -> Result<Slab> {
+    Slab::new(count, pre, slot, gap, read_write).map_err(|e| {
+        Error::InvalidConfig(if e.kind() == io::ErrorKind::InvalidInput {
+            format!("reservation overflows for {}", describe())
+        } else {
+            // No overflow: the size was computed before the mapping.
+            let len = pre + count as usize * (slot + gap);
+            format!("cannot reserve {len} bytes for {}: {e}", describe())
+        })
+    })
+}
 
 /// Kernel mappings one memory slot may use (image, read-write, `PROT_NONE`).
 const MAPPINGS_PER_MEMORY: usize = 3;

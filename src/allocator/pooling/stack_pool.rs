@@ -24,8 +24,8 @@
 use super::index::{SlotIndex, Taken, default_shards};
 use crate::config::StackPoolConfig;
 use crate::slot::StackSlot;
-use crate::sys::{self, Mmap, SlotPtr};
-use crate::{Error, MemoryProtection, Result};
+use crate::sys::{self, Slab};
+use crate::{Error, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 
@@ -38,8 +38,7 @@ pub struct StackPool {
 
 struct Stacks {
     config: StackPoolConfig,
-    slab: Mmap,
-    stride: usize,
+    slab: Slab,
     /// Guards are guard markers in a read-write slab (else `PROT_NONE`).
     markers: bool,
     index: SlotIndex<StackState>,
@@ -103,36 +102,30 @@ impl StackPool {
     /// it is first used.
     pub fn new(config: &StackPoolConfig) -> Result<StackPool> {
         config.validate()?;
-        let stride = config.stack_size.checked_add(config.stack_guard_size);
-        let total = stride.and_then(|s| s.checked_mul(config.total_stacks as usize));
-        let (Some(stride), Some(total)) = (stride, total) else {
-            return Err(Error::InvalidConfig(format!(
-                "stack reservation overflows: total_stacks ({}) x (stack_size ({}) + stack_guard_size ({}))",
-                config.total_stacks, config.stack_size, config.stack_guard_size
-            )));
-        };
-        let markers = match config.stack_protection {
-            // Stacks are anonymous memory: markers over files are not needed.
-            MemoryProtection::Auto => sys::features().anon_guard_markers,
-            MemoryProtection::GuardMarkers => true,
-            MemoryProtection::Mprotect => false,
-        };
-        let slab = if markers {
-            Mmap::read_write(total)
-        } else {
-            Mmap::reserve(total)
-        };
-        let slab = slab.map_err(|e| {
-            Error::InvalidConfig(format!(
-                "cannot reserve {total} bytes for {} stacks (stack_size {}, stack_guard_size {}): {e}",
-                config.total_stacks, config.stack_size, config.stack_guard_size
-            ))
+        // Stacks are anonymous memory: markers over files are not needed.
+        let markers = config
+            .stack_protection
+            .markers(sys::features().anon_guard_markers);
+        let (count, size, guard) = (
+            config.total_stacks,
+            config.stack_size,
+            config.stack_guard_size,
+        );
+        // Each slot is `guard | stack`: the guard below the stack it guards.
+        let slab = super::reserve_slab(count, 0, guard.saturating_add(size), 0, markers, || {
+            format!(
+                "{count} stacks: total_stacks ({count}) x (stack_size ({size}) + stack_guard_size ({guard}))"
+            )
         })?;
+        if guard.checked_add(size).is_none() {
+            return Err(Error::InvalidConfig(format!(
+                "reservation overflows for stack_size ({size}) + stack_guard_size ({guard})"
+            )));
+        }
         Ok(StackPool {
             inner: Arc::new(Stacks {
                 config: config.clone(),
                 slab,
-                stride,
                 markers,
                 // No warm stack is kept idle for a cold one's sake.
                 index: SlotIndex::new(config.total_stacks, default_shards(), 0),
@@ -157,29 +150,18 @@ impl StackPool {
                 limit: p.config.total_stacks,
             });
         };
-        let (guard, bottom) = p.stack(index);
-        if !state.ready {
-            // SAFETY: the guard and the stack are this slot's own part of
-            // our reservation, never used before, referenced by nobody.
-            let ready = unsafe {
-                if p.markers {
-                    sys::guard_install(guard, p.config.stack_guard_size)
-                } else {
-                    sys::protect_read_write(bottom, p.config.stack_size)
-                }
-            };
-            if let Err(e) = ready {
-                p.index.give_back_cold(index);
-                return Err(Error::Os(e));
-            }
+        let (guard, size) = (p.config.stack_guard_size, p.config.stack_size);
+        let mut slot = StackSlot::in_slab(p.slab.claim(index), guard, size);
+        if !state.ready
+            && let Err(e) = slot.prepare(p.markers)
+        {
+            p.slab.unclaim(slot.into_claim());
+            p.index.give_back_cold(index);
+            return Err(Error::Os(e));
         }
         p.resident.fetch_sub(state.resident as i64, Relaxed);
         p.in_use.fetch_add(1, Relaxed);
         p.acquisitions.fetch_add(1, Relaxed);
-        // SAFETY: the stack is read-write (made so now or at its first
-        // use), ours alone from the free lists, and zero: never used, or
-        // reset by the release that freed it.
-        let slot = unsafe { StackSlot::in_slab(bottom, p.config.stack_size, index) };
         Ok(PooledStack {
             pool: p.clone(),
             slot: Some(slot),
@@ -264,19 +246,6 @@ impl std::fmt::Debug for StackPool {
     }
 }
 
-impl Stacks {
-    /// The guard and the bottom of stack `index`.
-    fn stack(&self, index: u32) -> (SlotPtr, SlotPtr) {
-        debug_assert!(index < self.config.total_stacks);
-        // SAFETY: index < total_stacks, so both offsets lie inside the
-        // reservation of total_stacks * stride bytes.
-        unsafe {
-            let guard = self.slab.ptr().add(index as usize * self.stride);
-            (guard, guard.add(self.config.stack_guard_size))
-        }
-    }
-}
-
 impl PooledStack {
     fn slot(&self) -> &StackSlot {
         self.slot.as_ref().expect("a stack is held until dropped")
@@ -318,6 +287,9 @@ impl Drop for PooledStack {
             ready: true,
             resident,
         };
-        p.index.release(slot.index(), None, state);
+        let claim = slot.into_claim();
+        let index = claim.index();
+        p.slab.unclaim(claim);
+        p.index.release(index, None, state);
     }
 }

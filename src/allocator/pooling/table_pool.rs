@@ -21,7 +21,7 @@ use super::index::SlotIndex;
 use super::metrics::Counters;
 use crate::config::PoolingConfig;
 use crate::slot::TableSlot;
-use crate::sys::{self, Mmap, SlotPtr};
+use crate::sys::{self, Slab};
 use crate::{Error, Resource, Result, TableType};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -34,8 +34,7 @@ pub(crate) struct TableSlotState {
 }
 
 pub(crate) struct TablePool {
-    slab: Mmap,
-    stride: usize,
+    slab: Slab,
     elements: u32,
     keep_resident: usize,
     total: u32,
@@ -46,25 +45,18 @@ pub(crate) struct TablePool {
 impl TablePool {
     pub fn new(config: &PoolingConfig, shards: usize) -> Result<TablePool> {
         let page = sys::page_size();
-        let stride = (config.table_elements as usize)
+        let (count, elements) = (config.total_tables, config.table_elements);
+        let describe =
+            || format!("{count} table slots: total_tables ({count}) x table_elements ({elements})");
+        let stride = (elements as usize)
             .checked_mul(ELEM)
-            .and_then(|b| b.checked_next_multiple_of(if b < page { 64 } else { page }));
-        let total_len = stride.and_then(|s| s.checked_mul(config.total_tables as usize));
-        let (Some(stride), Some(total_len)) = (stride, total_len) else {
-            return Err(Error::InvalidConfig(format!(
-                "table reservation overflows: total_tables ({}) x table_elements ({})",
-                config.total_tables, config.table_elements
-            )));
-        };
-        let slab = Mmap::read_write(total_len).map_err(|e| {
-            Error::InvalidConfig(format!(
-                "cannot reserve {total_len} bytes for {} table slots (table_elements {}): {e}",
-                config.total_tables, config.table_elements
-            ))
-        })?;
+            .and_then(|b| b.checked_next_multiple_of(if b < page { 64 } else { page }))
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!("reservation overflows for {}", describe()))
+            })?;
+        let slab = super::reserve_slab(count, 0, stride, 0, true, describe)?;
         Ok(TablePool {
             slab,
-            stride,
             elements: config.table_elements,
             keep_resident: config.table_keep_resident,
             total: config.total_tables,
@@ -83,12 +75,6 @@ impl TablePool {
         self.elements
     }
 
-    fn base(&self, index: u32) -> SlotPtr {
-        debug_assert!(index < self.total);
-        // SAFETY: index < total: inside the reservation of total * stride.
-        unsafe { self.slab.ptr().add(index as usize * self.stride) }
-    }
-
     /// Takes a free slot (zeroed) for a table of `ty`, of size 0; returns
     /// it and the maximum the limiter sees.
     pub fn acquire(&self, ty: &TableType, counters: &Counters) -> Result<(TableSlot, u32)> {
@@ -102,13 +88,8 @@ impl TablePool {
         self.in_use.fetch_add(1, Ordering::Relaxed);
         counters.acquired(Resource::Table);
         counters.resident_sub(taken.state.resident);
-        // SAFETY: slot `index` of our read-write slab: `stride` bytes (at
-        // least `elements` elements) at a base aligned to 64 bytes (a page
-        // for slots of a page or more), zero past any size (every release
-        // clears the used part), and the free lists just handed it to us
-        // alone.
-        let slot =
-            unsafe { TableSlot::in_slab(self.base(taken.index), self.elements, taken.index) };
+        // Zero past any size: every release clears the used part.
+        let slot = TableSlot::in_slab(self.slab.claim(taken.index), self.elements);
         Ok((slot, ty.maximum.unwrap_or(u32::MAX).min(self.elements)))
     }
 
@@ -118,8 +99,10 @@ impl TablePool {
         counters.resident_add(resident);
         // Not in use before it is free: in_use never exceeds the total.
         self.in_use.fetch_sub(1, Ordering::Relaxed);
-        self.index
-            .release(slot.index(), None, TableSlotState { resident });
+        let claim = slot.into_claim().expect("a pool's table");
+        let index = claim.index();
+        self.slab.unclaim(claim);
+        self.index.release(index, None, TableSlotState { resident });
     }
 
     pub fn in_use(&self) -> u32 {
