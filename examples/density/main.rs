@@ -90,10 +90,9 @@ struct Args {
     #[arg(long, value_name = "BYTES", value_parser = common::parse_page_multiple)]
     guard: Option<usize>,
     /// decommit_batch_size of the pool: released memories revoked together
-    /// (the pool's default)
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    batch: u32,
+    /// (default: the pool's)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch: Option<u32>,
     /// Use OnDemandInstanceAllocator instead of the pool (the baseline: an
     /// mmap per memory)
     #[arg(long)]
@@ -102,9 +101,6 @@ struct Args {
     #[arg(long, value_name = "FILE.svg")]
     out: Option<PathBuf>,
 }
-
-/// `PoolingConfig::decommit_batch_size`'s default.
-const DEFAULT_BATCH: u32 = 1;
 
 fn parse_layout(s: &str) -> Result<MemoryLayout, String> {
     match s {
@@ -184,8 +180,10 @@ fn run(args: &Args) -> Result<(), String> {
             .memory_keep_resident(args.keep_resident)
             .table_keep_resident(args.keep_resident)
             .memory_protection(args.protection)
-            .decommit_batch_size(args.batch as usize)
             .memory_layout(args.layout);
+        if let Some(batch) = args.batch {
+            config.decommit_batch_size(batch as usize);
+        }
         if args.layout == MemoryLayout::Dense {
             // Slots of the memory's maximum: markers cost page tables in
             // proportion to slot + guard.
@@ -204,15 +202,8 @@ fn run(args: &Args) -> Result<(), String> {
         None => "on-demand (mmap per memory)".to_string(),
         Some(pool) => {
             let m = pool.metrics();
-            let dense = args.layout == MemoryLayout::Dense;
-            let slot = if dense {
-                max_pages as usize * WASM_PAGE_SIZE
-            } else {
-                1 << 32
-            };
-            let guard = args
-                .guard
-                .unwrap_or(if dense { 64 << 10 } else { 32 << 20 });
+            let c = pool.config();
+            let (slot, guard) = (c.get_max_memory_size(), c.get_memory_guard_size());
             format!(
                 "pool: {tenants} {} slots of {} + {} guard, keep-resident {}, {}, batches of {}",
                 m.memory_layout.name(),
@@ -220,7 +211,7 @@ fn run(args: &Args) -> Result<(), String> {
                 common::fmt_bytes(guard as f64),
                 common::fmt_bytes(args.keep_resident as f64),
                 m.memory_protection.name(),
-                args.batch
+                c.get_decommit_batch_size()
             )
         }
     };

@@ -20,10 +20,9 @@ use crate::{Error, Result};
 /// covers the pages tenants grow into. `PROT_NONE` keeps those pages
 /// resident between tenants (a reset rewrites only the written ones),
 /// while installing a marker discards a page, so the next tenant faults it
-/// in again. Serving Wasmtime requests that each grow a page within a
-/// 256 KiB keep-resident size, guard markers took 1.39x as long as
-/// `Mprotect` (17.07 against 12.28 µs, `benches/wasmtime`, one run);
-/// without keep-resident, markers win (see `benches/README.md`).
+/// in again: requests that each grow a page within the keep-resident size
+/// are faster on `Mprotect`; without keep-resident, markers win. The
+/// measured figures are in `benches/README.md` ("Ratios", and "Wasmtime").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MemoryProtection {
@@ -177,52 +176,63 @@ impl Default for PoolingConfig {
     }
 }
 
+/// A setter for each field (`&mut self -> &mut Self`, as Wasmtime's
+/// config), and a `get_` getter returning what was set.
 macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {$(
+    ($($(#[$doc:meta])* $name:ident / $get:ident: $ty:ty;)*) => {$(
         $(#[$doc])*
         pub fn $name(&mut self, value: $ty) -> &mut Self {
             self.$name = value;
             self
         }
+
+        #[doc = concat!("The `", stringify!($name), "` set (see [`", stringify!($name), "`](Self::", stringify!($name), ")).")]
+        pub fn $get(&self) -> $ty {
+            self.$name
+        }
     )*};
 }
+
+// After the macro: `stack` uses it.
+mod stack;
+pub use stack::StackPoolConfig;
 
 impl PoolingConfig {
     setters! {
         /// Instances live at once across the pool (at least 1).
-        total_instances: u32;
+        total_instances / get_total_instances: u32;
         /// Linear-memory slots in the pool.
-        total_memories: u32;
+        total_memories / get_total_memories: u32;
         /// Table slots in the pool.
-        total_tables: u32;
+        total_tables / get_total_tables: u32;
         /// The most memories one instance may have.
-        max_memories_per_instance: u32;
+        max_memories_per_instance / get_max_memories_per_instance: u32;
         /// The most tables one instance may have.
-        max_tables_per_instance: u32;
+        max_tables_per_instance / get_max_tables_per_instance: u32;
         /// Bytes a memory slot can make accessible: its capacity. A memory
         /// never moves, so this is also the most it can grow to. At most
         /// 4 GiB, a multiple of the host page.
-        max_memory_size: usize;
+        max_memory_size / get_max_memory_size: usize;
         /// `PROT_NONE` bytes after each memory slot (a multiple of the host
         /// page). A slot's trailing guard is the next slot's leading guard.
         /// 0 is allowed, for engines that bounds-check every access: then
         /// the byte after a full slot is the next slot's first byte.
-        memory_guard_size: usize;
+        memory_guard_size / get_memory_guard_size: usize;
         /// Whether the first slot has a guard before it too, so that every
         /// slot has one on each side.
-        guard_before_memory: bool;
+        guard_before_memory / get_guard_before_memory: bool;
         /// Elements (pointer-sized) per table slot.
-        table_elements: u32;
+        table_elements / get_table_elements: u32;
         /// Bytes at the start of a released memory that are reset with
         /// `memset` (or restored from its image) and stay resident, instead
         /// of being released with `madvise`. A multiple of the host page.
-        memory_keep_resident: usize;
+        memory_keep_resident / get_memory_keep_resident: usize;
         /// The same as `memory_keep_resident`, for tables.
-        table_keep_resident: usize;
+        table_keep_resident / get_table_keep_resident: usize;
         /// How many idle, previously used slots may exist before the pool
         /// stops preferring never-used (cold) slots and reuses the least
         /// recently used warm one instead.
-        max_unused_warm_slots: u32;
+        max_unused_warm_slots / get_max_unused_warm_slots: u32;
         /// How many released memories are revoked together. With guard
         /// markers a batch of any slots is two `process_madvise` calls (one
         /// TLB flush); with `mprotect` the `madvise` and `mprotect` calls of
@@ -231,25 +241,24 @@ impl PoolingConfig {
         ///
         /// The default is 1, as Wasmtime's: a release revokes its own slot,
         /// so an instantiation never waits for a revocation unless the pool
-        /// is full. Batches of 16 make a release cost about what an
-        /// instantiation does while the pool has room
-        /// (`examples/density --batch 16`: release p50 0.9 µs against
-        /// 17 µs), but a pool at capacity then revokes in the acquiring
-        /// instantiation (p50 17 µs against 0.8 µs with the window full),
-        /// and up to `batch - 1` released slots keep their pages until
-        /// their batch is revoked. Size the pool above its live tenants by
-        /// a batch or more before raising it.
-        decommit_batch_size: usize;
+        /// is full. Larger batches make a release cost about what an
+        /// instantiation does while the pool has room, but a pool at
+        /// capacity then revokes in the acquiring instantiation, and up to
+        /// `batch - 1` released slots keep their pages until their batch is
+        /// revoked (`benches/README.md`, "The density example", has the
+        /// figures). Size the pool above its live tenants by a batch or
+        /// more before raising it.
+        decommit_batch_size / get_decommit_batch_size: usize;
         /// How long [`Store::instantiate_async`](crate::Store::instantiate_async)
         /// waits for a slot when the pool is exhausted (first come, first
         /// served) before failing with `PoolExhausted`. Zero (the default)
         /// fails at once, as Wasmtime does.
-        admission_timeout: std::time::Duration;
+        admission_timeout / get_admission_timeout: std::time::Duration;
         /// How bytes past each memory's size are made to fault: guard
         /// markers or `mprotect` ([`MemoryProtection`]). With guard markers,
         /// `memory_keep_resident` keeps at most a released memory's minimum
         /// resident (markers cannot keep a page resident while it faults).
-        memory_protection: MemoryProtection;
+        memory_protection / get_memory_protection: MemoryProtection;
         /// Whether a reset asks the kernel which pages a tenant wrote
         /// (`PAGEMAP_SCAN`, Linux 6.7+; pages swapped out count as
         /// written) and writes back only those, within
@@ -258,14 +267,14 @@ impl PoolingConfig {
         /// image's part is discarded with `madvise` and the rest zeroed.
         /// Ranges of 64 KiB or less without an image are always zeroed
         /// whole: cheaper than asking.
-        dirty_page_scan: bool;
+        dirty_page_scan / get_dirty_page_scan: bool;
         /// Where memory slots live: [`MemoryLayout::Guarded`] (the default)
         /// or [`MemoryLayout::Dense`], whose kernel mappings do not grow
         /// with the number of slots or tenants (see the table there for the
         /// trade-off). Dense needs guard markers, a `memory_guard_size` of
         /// at least one host page, and slot + guard of at most
         /// [`DENSE_MAX_STRIDE`]; it copies images in.
-        memory_layout: MemoryLayout;
+        memory_layout / get_memory_layout: MemoryLayout;
     }
 
     /// Checks everything that does not need the OS: the message names the
@@ -343,98 +352,6 @@ impl PoolingConfig {
         }
         if self.decommit_batch_size == 0 {
             return invalid("decommit_batch_size must be at least 1, got 0".into());
-        }
-        Ok(())
-    }
-}
-
-/// How a [`StackPool`](crate::StackPool) is laid out, in the style of
-/// [`PoolingConfig`] (Wasmtime's `async_stack_size` and
-/// `async_stack_keep_resident` are the same knobs).
-///
-/// | setter | default | meaning |
-/// |---|---|---|
-/// | `total_stacks` | 1000 | stacks in the pool |
-/// | `stack_size` | 2 MiB | usable bytes of each stack |
-/// | `stack_guard_size` | one host page | bytes below each stack that fault |
-/// | `stack_keep_resident` | 0 | top bytes of a released stack zeroed with `memset` and kept resident (the rest is discarded with `madvise`) |
-/// | `stack_protection` | `Auto` | guards as guard markers in a read-write slab (constant kernel mappings), or `PROT_NONE` mappings (`Mprotect`) |
-///
-/// Sizes must be multiples of the host page.
-#[derive(Clone, Debug)]
-pub struct StackPoolConfig {
-    pub(crate) total_stacks: u32,
-    pub(crate) stack_size: usize,
-    pub(crate) stack_guard_size: usize,
-    pub(crate) stack_keep_resident: usize,
-    pub(crate) stack_protection: MemoryProtection,
-}
-
-impl Default for StackPoolConfig {
-    fn default() -> Self {
-        StackPoolConfig {
-            total_stacks: 1000,
-            stack_size: 2 << 20,
-            stack_guard_size: sys::page_size(),
-            stack_keep_resident: 0,
-            stack_protection: MemoryProtection::Auto,
-        }
-    }
-}
-
-impl StackPoolConfig {
-    setters! {
-        /// Stacks in the pool.
-        total_stacks: u32;
-        /// Usable bytes of each stack (a multiple of the host page, not 0).
-        stack_size: usize;
-        /// Bytes below each stack that fault (a multiple of the host page,
-        /// at least one page).
-        stack_guard_size: usize;
-        /// Top bytes of a released stack zeroed with `memset` and kept
-        /// resident; the rest is discarded with `madvise`. At most
-        /// `stack_size`.
-        stack_keep_resident: usize;
-        /// How the guards fault: guard markers in a read-write reservation
-        /// (`Auto` where the kernel has them, Linux 6.13+; a constant number
-        /// of kernel mappings), or `PROT_NONE` with each stack made read-write at
-        /// its first use (`Mprotect`; two mappings per used stack).
-        stack_protection: MemoryProtection;
-    }
-
-    pub(crate) fn validate(&self) -> Result<()> {
-        let page = sys::page_size();
-        let invalid = |msg: String| Err(Error::InvalidConfig(msg));
-        for (name, value) in [
-            ("stack_size", self.stack_size),
-            ("stack_guard_size", self.stack_guard_size),
-            ("stack_keep_resident", self.stack_keep_resident),
-        ] {
-            if value % page != 0 {
-                return invalid(format!(
-                    "{name} must be a multiple of the host page size ({page}), got {value}"
-                ));
-            }
-        }
-        if self.stack_size == 0 {
-            return invalid("stack_size must be at least one host page, got 0".into());
-        }
-        if self.stack_guard_size == 0 {
-            return invalid("stack_guard_size must be at least one host page, got 0".into());
-        }
-        if self.stack_protection == MemoryProtection::GuardMarkers
-            && !sys::features().anon_guard_markers
-        {
-            return invalid(
-                "stack_protection is GuardMarkers, but this kernel has no guard markers (MADV_GUARD_INSTALL, Linux 6.13+)"
-                    .into(),
-            );
-        }
-        if self.stack_keep_resident > self.stack_size {
-            return invalid(format!(
-                "stack_keep_resident ({}) exceeds stack_size ({})",
-                self.stack_keep_resident, self.stack_size
-            ));
         }
         Ok(())
     }
