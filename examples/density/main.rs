@@ -27,6 +27,7 @@ mod chart;
 mod common;
 #[path = "../common/lines.rs"]
 mod lines;
+mod metrics;
 mod report;
 mod worker;
 
@@ -100,6 +101,15 @@ struct Args {
     /// Also write a chart of latency percentiles against live tenants
     #[arg(long, value_name = "FILE.svg")]
     out: Option<PathBuf>,
+    /// Serve the pool's metrics (Prometheus text format) on
+    /// http://127.0.0.1:PORT/metrics while the run goes on (0: any free
+    /// port, printed at the start)
+    #[arg(long, value_name = "PORT")]
+    metrics_port: Option<u16>,
+    /// Fetch /metrics once from that server a second into the run, and
+    /// print it (with --metrics-port)
+    #[arg(long, requires = "metrics_port")]
+    scrape: bool,
 }
 
 fn parse_layout(s: &str) -> Result<MemoryLayout, String> {
@@ -233,7 +243,24 @@ fn run(args: &Args) -> Result<(), String> {
             .progress_chars("=> "),
     );
 
+    let metrics = match (args.metrics_port, &pool) {
+        (Some(port), Some(_)) => {
+            let (listener, port) =
+                metrics::bind(port).map_err(|e| format!("--metrics-port: {e}"))?;
+            println!("serving http://127.0.0.1:{port}/metrics during the run");
+            Some((listener, port))
+        }
+        (Some(_), None) => return Err("--metrics-port needs the pool (not --on-demand)".into()),
+        _ => None,
+    };
+    let stop_metrics = std::sync::atomic::AtomicBool::new(false);
+
     let (results, at_full) = std::thread::scope(|s| {
+        let metrics_port = metrics.map(|(listener, port)| {
+            let (pool, stop) = (pool.as_ref().expect("checked above"), &stop_metrics);
+            s.spawn(move || metrics::serve(listener, pool, stop));
+            port
+        });
         let handles: Vec<_> = (0..args.threads)
             .map(|t| {
                 // Share the window out: the first threads take the remainder.
@@ -255,7 +282,17 @@ fn run(args: &Args) -> Result<(), String> {
             .collect();
 
         let mut last = (Instant::now(), 0u64);
+        let mut scrape_at = (args.scrape).then(|| start + Duration::from_secs(1).min(run_for / 2));
         while start.elapsed() < run_for && !shared.stop.load(Ordering::Relaxed) {
+            if let (Some(at), Some(port)) = (scrape_at, metrics_port)
+                && Instant::now() >= at
+            {
+                scrape_at = None;
+                match metrics::scrape(port) {
+                    Ok(text) => progress.suspend(|| println!("{text}")),
+                    Err(e) => progress.suspend(|| eprintln!("scrape failed: {e}")),
+                }
+            }
             std::thread::sleep(Duration::from_millis(100));
             let n = shared.instantiations.load(Ordering::Relaxed);
             let now = Instant::now();
@@ -281,6 +318,7 @@ fn run(args: &Args) -> Result<(), String> {
             .into_iter()
             .map(|h| h.join().expect("worker panicked"))
             .collect();
+        stop_metrics.store(true, Ordering::Relaxed);
         (results, snapshot)
     });
     let (elapsed, live_at_full, full, metrics_full) = at_full;
