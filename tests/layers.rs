@@ -228,3 +228,44 @@ fn the_import_reader_sees_groups_and_nested_paths() {
     );
     assert_eq!(found, ["a", "b", "e"].map(String::from).into());
 }
+
+/// Unsafe code lives in `sys` and the slot layer (issue 18); an engine
+/// adapter may only implement the engine's `unsafe` traits, whose promises
+/// rest on the slot layer's invariants.
+#[test]
+fn unsafe_code_lives_in_sys_and_the_slot_layer() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut outside = Vec::new();
+    for path in &files {
+        let top = top_module(path);
+        if top == "sys" || top == "slot" {
+            continue;
+        }
+        for (n, line) in code(path).lines().enumerate() {
+            let allowed = top == "wasmtime" && line.trim_start().starts_with("unsafe impl ");
+            if line.contains("unsafe") && !allowed {
+                outside.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "unsafe outside sys/ and slot/:\n{}",
+        outside.join("\n")
+    );
+}
+
+/// One concern a file: none in `src/` grows past 400 lines (issue 18).
+#[test]
+fn no_source_file_is_over_400_lines() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let long: Vec<_> = files
+        .iter()
+        .map(|p| (p, std::fs::read_to_string(p).unwrap().lines().count()))
+        .filter(|&(_, n)| n > 400)
+        .map(|(p, n)| format!("{}: {n} lines", p.display()))
+        .collect();
+    assert!(long.is_empty(), "split these: {long:?}");
+}
