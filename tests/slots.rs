@@ -66,14 +66,38 @@ fn filling_the_pool_three_times_works_at_batch_sizes_1_5_99() {
 
 #[test]
 fn queued_slots_are_not_in_use_and_are_flushed_when_the_pool_runs_dry() {
-    let mut c = config::small(2);
+    let mut c = config::small(30);
     c.decommit_batch_size(10);
     let p = config::pool(&c);
-    fill(&p, 2);
+    // Released while the pool has slack: queued, not revoked yet.
+    let two: Vec<_> = (0..2).map(|_| hold(&p)).collect();
+    drop(two);
     let m = p.metrics();
     assert_eq!((m.memories_in_use, m.decommit_queue_len), (0, 2));
-    // Both slots are queued; acquiring flushes them.
-    fill(&p, 2);
+    // Every slot, the queued ones included: acquiring flushes them, and
+    // exhaustion comes only with all 30 held.
+    fill(&p, 30);
+}
+
+#[test]
+fn near_capacity_a_release_revokes_at_once_whatever_the_batch_size() {
+    let mut c = config::small(4);
+    c.decommit_batch_size(10);
+    let p = config::pool(&c);
+    let held: Vec<_> = (0..3).map(|_| hold(&p)).collect();
+    // One slot free: too little slack to queue behind.
+    drop(hold(&p));
+    assert_eq!(p.metrics().decommit_queue_len, 0);
+    drop(held);
+}
+
+/// A store holding one instance whose memory grew past its minimum (so its
+/// release has something to revoke).
+fn hold(p: &PoolingInstanceAllocator) -> Store<()> {
+    let mut s = Store::new(p, ());
+    let i = s.instantiate(&layout()).unwrap();
+    i.memory(&s, 0).unwrap().grow(&mut s, 2).unwrap();
+    s
 }
 
 #[test]

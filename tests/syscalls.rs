@@ -161,7 +161,7 @@ fn with_guard_markers_a_grow_below_the_high_water_makes_no_mprotect() {
 #[test]
 fn a_batch_of_neighbouring_slots_is_revoked_with_one_call_per_step() {
     for protection in config::PROTECTIONS {
-        let mut c = config::small(4);
+        let mut c = config::small(SLACK);
         c.decommit_batch_size(4).memory_protection(protection);
         let p = config::pool(&c);
         let stores: Vec<_> = (0..4)
@@ -194,6 +194,11 @@ fn a_batch_of_neighbouring_slots_is_revoked_with_one_call_per_step() {
     }
 }
 
+/// Slots of the pools whose batches are counted: room enough that a batch
+/// fills before the pool runs low (near capacity a release revokes at
+/// once, see `tests/slots.rs`).
+const SLACK: u32 = 64;
+
 /// `n` stores, each with a one-page memory grown by a page and written
 /// all over.
 fn grown_stores(p: &PoolingInstanceAllocator, n: usize) -> Vec<Store<()>> {
@@ -210,7 +215,7 @@ fn fresh_stores(p: &PoolingInstanceAllocator, n: usize) -> Vec<Store<()>> {
 
 #[test]
 fn with_guard_markers_slots_that_are_not_neighbours_share_a_batch() {
-    let mut c = config::small(8);
+    let mut c = config::small(SLACK);
     c.decommit_batch_size(4)
         .memory_protection(MemoryProtection::GuardMarkers);
     let p = config::pool(&c);
@@ -228,7 +233,7 @@ fn with_guard_markers_slots_that_are_not_neighbours_share_a_batch() {
 
 #[test]
 fn a_refused_process_madvise_falls_back_to_madvise() {
-    let mut c = config::small(4);
+    let mut c = config::small(SLACK);
     c.decommit_batch_size(4)
         .memory_protection(MemoryProtection::GuardMarkers);
     let p = config::pool(&c);
@@ -252,7 +257,7 @@ fn a_refused_process_madvise_falls_back_to_madvise() {
 fn the_revocation_metric_says_whether_releases_use_process_madvise() {
     for shape in config::SHAPES {
         for batch in [1, 4] {
-            let mut c = config::small(4);
+            let mut c = config::small(SLACK);
             shape.apply(&mut c).decommit_batch_size(batch);
             let p = config::pool(&c);
             let m = p.metrics();

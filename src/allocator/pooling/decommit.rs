@@ -2,11 +2,14 @@
 //! `mprotect`, so that neighbours can share one call.
 //!
 //! Every call that removes access or pages sends a TLB shootdown to each
-//! other core running the process; merging the resets of contiguous slots
-//! into one range turns many shootdowns into one. A batch is flushed every
-//! `decommit_batch_size` releases, and at once when an acquisition finds no
-//! free slot. With a batch size of 1 a release does its own calls, without
-//! taking the queue's lock.
+//! other core running the process; revoking many slots in one call turns
+//! many shootdowns into one. A batch is revoked every `decommit_batch_size`
+//! releases while the pool has slack (sooner, down to every release, as it
+//! fills: see `MemoryPool::release`), and at once when an acquisition finds
+//! no free slot. The queue's lock is only held to add a slot or take a
+//! batch out: the revocation runs after it, so no release waits for
+//! another's TLB flush. With a batch size of 1 a release does its own
+//! calls, without taking the lock.
 //!
 //! What one revocation does to a batch is the slot layer's business
 //! ([`revoke_marked`](crate::slot::revoke_marked),
@@ -35,40 +38,41 @@ impl DecommitQueue {
         }
     }
 
-    /// Queues `p`; runs `finish` on the whole batch once it is full. With a
-    /// batch of 1, `finish` runs at once without the lock.
-    pub fn push(&self, p: Queued, finish: impl FnOnce(Vec<Queued>)) {
+    /// Queues `p`; once `limit` slots are queued (at most the configured
+    /// batch, at least 1), takes them all and runs `finish` on them after
+    /// unlocking: a revocation flushes TLBs, and no other release or
+    /// acquisition waits for it. With a batch of 1, `finish` runs at once
+    /// without the lock.
+    pub fn push(&self, p: Queued, limit: usize, finish: impl FnOnce(Vec<Queued>)) {
         if self.batch <= 1 {
             return finish(vec![p]);
         }
         let mut pending = self.pending.lock();
         pending.push(p);
+        let full = pending.len() >= limit.clamp(1, self.batch);
+        let batch = full.then(|| {
+            std::mem::replace(&mut *pending, Vec::with_capacity(self.batch.min(PREALLOCATED)))
+        });
         self.len.store(pending.len(), Ordering::Relaxed);
-        if pending.len() >= self.batch {
-            let batch = std::mem::replace(
-                &mut *pending,
-                Vec::with_capacity(self.batch.min(PREALLOCATED)),
-            );
-            // Finish under the lock: a thread that finds the pool exhausted
-            // and flushes waits for us, so it sees these slots freed.
+        drop(pending);
+        if let Some(batch) = batch {
             finish(batch);
-            self.len.store(0, Ordering::Relaxed);
         }
     }
 
-    /// Runs `finish` on whatever is queued (under the lock, see `push`).
-    pub fn flush(&self, finish: impl FnOnce(Vec<Queued>)) {
-        self.flush_then(finish, || ())
-    }
-
-    /// [`flush`](Self::flush), then `then`, both under the lock: no release
-    /// can be queued in between.
-    pub fn flush_then<R>(&self, finish: impl FnOnce(Vec<Queued>), then: impl FnOnce() -> R) -> R {
-        let mut pending = self.pending.lock();
-        let batch = std::mem::take(&mut *pending);
-        finish(batch);
-        self.len.store(0, Ordering::Relaxed);
-        then()
+    /// Takes whatever is queued (the lock is held only to take it) and runs
+    /// `finish` on it unless empty. Whether anything was taken.
+    pub fn flush(&self, finish: impl FnOnce(Vec<Queued>)) -> bool {
+        let batch = {
+            let mut pending = self.pending.lock();
+            self.len.store(0, Ordering::Relaxed);
+            std::mem::take(&mut *pending)
+        };
+        let any = !batch.is_empty();
+        if any {
+            finish(batch);
+        }
+        any
     }
 
     pub fn len(&self) -> usize {

@@ -134,6 +134,11 @@ impl<S: Default> SlotIndex<S> {
         }
     }
 
+    /// Slots free now (not held, not queued for revocation).
+    pub fn free(&self) -> u32 {
+        self.free.load(Ordering::Relaxed)
+    }
+
     /// Takes a free slot, preferring one released with `affinity` (`None`:
     /// no affinity, matches nothing); `None` when every slot is taken.
     pub fn acquire(&self, affinity: Option<u64>) -> Option<Taken<S>> {
@@ -217,12 +222,6 @@ impl<S: Default> SlotIndex<S> {
             .given_back
             .push(index);
         self.free.fetch_add(1, Ordering::Release);
-    }
-
-    /// Free slots now.
-    #[cfg(test)]
-    pub fn free(&self) -> u32 {
-        self.free.load(Ordering::Relaxed)
     }
 
     /// Idle slots that were used before.

@@ -141,26 +141,29 @@ impl MemoryPool {
             .as_ref()
             .filter(|i| i.is_mapped())
             .map(|i| i.id());
-        let taken = match self.index.acquire(affinity) {
-            Some(t) => t,
-            // Flush and retry under the queue's lock: otherwise other threads
-            // could take every slot the flush freed, and queue them again,
-            // before this one retries.
-            None => self
-                .decommit
-                .flush_then(
-                    |batch| self.finish(batch, counters),
-                    || self.index.acquire(affinity),
-                )
-                .ok_or_else(|| {
-                    counters.exhausted(Resource::Memory);
-                    Error::PoolExhausted {
-                        resource: Resource::Memory,
-                        limit: self.total,
-                    }
-                })?,
+        let taken = loop {
+            if let Some(t) = self.index.acquire(affinity) {
+                break t;
+            }
+            // Revoke what is queued ourselves, and try again.
+            if self.flush(counters) {
+                continue;
+            }
+            // Nothing queued: every slot is held, or on its way back (a
+            // store's release, or a batch another thread is revoking, has
+            // made it no longer in use). Exhaustion is exact: only when
+            // every slot is held. A slot another acquisition has just taken
+            // is counted in a moment.
+            if self.in_use.load(Ordering::SeqCst) >= self.total {
+                counters.exhausted(Resource::Memory);
+                return Err(Error::PoolExhausted {
+                    resource: Resource::Memory,
+                    limit: self.total,
+                });
+            }
+            std::thread::yield_now();
         };
-        self.in_use.fetch_add(1, Ordering::Relaxed);
+        self.in_use.fetch_add(1, Ordering::SeqCst);
         counters.acquired(Resource::Memory);
         let Taken { index, state } = taken;
         counters.resident_sub(state.resident);
@@ -187,18 +190,23 @@ impl MemoryPool {
     pub fn release(&self, slot: MemorySlot, plan: &MemoryPlan, counters: &Counters) {
         let released = slot.release(self.keep_resident, plan);
         // Not in use before it is free: in_use never exceeds the total.
-        self.in_use.fetch_sub(1, Ordering::Relaxed);
+        self.in_use.fetch_sub(1, Ordering::SeqCst);
         match released {
             Released::Ready(claim, parked) => self.return_slot(claim, parked, counters),
-            Released::Revoke(queued) => self
-                .decommit
-                .push(queued, |batch| self.finish(batch, counters)),
+            Released::Revoke(queued) => {
+                // Batches shrink as the pool fills: with half as many slots
+                // free as queued, revoke now, so that acquisitions rarely
+                // find only queued slots (and pay for the revocation).
+                let limit = self.index.free() as usize / 2;
+                self.decommit
+                    .push(queued, limit, |batch| self.finish(batch, counters))
+            }
         }
     }
 
-    /// Runs any pending resets now.
-    pub fn flush(&self, counters: &Counters) {
-        self.decommit.flush(|batch| self.finish(batch, counters));
+    /// Runs any pending resets now; whether there were any.
+    pub fn flush(&self, counters: &Counters) -> bool {
+        self.decommit.flush(|batch| self.finish(batch, counters))
     }
 
     /// Revokes a batch and returns its slots; a failed revocation's slots
