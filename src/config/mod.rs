@@ -122,7 +122,7 @@ pub(crate) const FOUR_GIB: usize = 1 << 32;
 /// | `memory_keep_resident` | 0 | bytes of a released memory reset with `memset` and kept resident |
 /// | `table_keep_resident` | 0 | the same for tables (the first host page is always zeroed in place) |
 /// | `max_unused_warm_slots` | 100 | idle previously-used slots kept before cold slots stop being preferred |
-/// | `decommit_batch_size` | 1 | released memories revoked together in one batch |
+/// | `decommit_batch_size` | 16 | released memories revoked together in one batch, fewer as the pool fills |
 /// | `admission_timeout` | 0 | how long `instantiate_async` waits for a slot |
 /// | `memory_protection` | `Auto` | guard markers where the kernel has them, else `mprotect` |
 /// | `memory_layout` | `Guarded` | `Dense`: one read-write slab protected by guard markers, a constant number of kernel mappings |
@@ -167,7 +167,7 @@ impl Default for PoolingConfig {
             memory_keep_resident: 0,
             table_keep_resident: 0,
             max_unused_warm_slots: 100,
-            decommit_batch_size: 1,
+            decommit_batch_size: 16,
             admission_timeout: std::time::Duration::ZERO,
             memory_protection: MemoryProtection::Auto,
             dirty_page_scan: true,
@@ -233,21 +233,21 @@ impl PoolingConfig {
         /// stops preferring never-used (cold) slots and reuses the least
         /// recently used warm one instead.
         max_unused_warm_slots / get_max_unused_warm_slots: u32;
-        /// How many released memories are revoked together. With guard
-        /// markers a batch of any slots is two `process_madvise` calls (one
-        /// TLB flush); with `mprotect` the `madvise` and `mprotect` calls of
-        /// contiguous slots are merged. A batch is also flushed at once when
-        /// an acquisition finds no free slot. At least 1.
+        /// The most released memories revoked together. With guard markers
+        /// a batch of any slots is two `process_madvise` calls (one TLB
+        /// flush, where the kernel has it); with `mprotect` the `madvise`
+        /// and `mprotect` calls of contiguous slots are merged. At least 1.
         ///
-        /// The default is 1, as Wasmtime's: a release revokes its own slot,
-        /// so an instantiation never waits for a revocation unless the pool
-        /// is full. Larger batches make a release cost about what an
-        /// instantiation does while the pool has room, but a pool at
-        /// capacity then revokes in the acquiring instantiation, and up to
-        /// `batch - 1` released slots keep their pages until their batch is
-        /// revoked (`benches/README.md`, "The density example", has the
-        /// figures). Size the pool above its live tenants by a batch or
-        /// more before raising it.
+        /// Batches adapt to the pool's slack: a release waits for company
+        /// only while at least twice as many slots are free as are queued,
+        /// so a pool near capacity revokes at every release, as with a
+        /// batch of 1, and an acquisition rarely has to revoke a batch
+        /// itself (it does when it finds only queued slots). Up to
+        /// `batch - 1` released slots keep their pages until their batch
+        /// is revoked. The default is 16 (Wasmtime's is 1, which this
+        /// setting restores): with room in the pool a release then costs
+        /// about what an instantiation does, and a full pool pays what a
+        /// batch of 1 would (`benches/README.md`, "The density example").
         decommit_batch_size / get_decommit_batch_size: usize;
         /// How long [`Store::instantiate_async`](crate::Store::instantiate_async)
         /// waits for a slot when the pool is exhausted (first come, first
