@@ -16,8 +16,8 @@ use instance_pool::{
     TableType, WASM_PAGE_SIZE,
 };
 use std::hint::black_box;
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -82,6 +82,21 @@ fn tenant_cycle(allocator: &impl InstanceAllocator, layout: &InstanceLayout) {
     black_box(&store);
 }
 
+/// A request that does not grow: instantiate, write a byte of the first
+/// page, set a table element, drop. With keep-resident covering the
+/// minimum, its release makes no syscall at all: the common serverless
+/// case.
+fn tenant_cycle_no_grow(allocator: &impl InstanceAllocator, layout: &InstanceLayout) {
+    let mut store = Store::new(allocator, StoreLimits::default());
+    store.limiter(|limits| limits);
+    let instance = store.instantiate(layout).expect("instantiate");
+    let memory = instance.memory(&store, 0).expect("memory 0");
+    memory.data_mut(&mut store)[60_000] = 1;
+    let table = instance.table(&store, 0).expect("table 0");
+    table.set(&mut store, 3, 42).expect("table set");
+    black_box(&store);
+}
+
 /// The same request on a store kept between requests: instead of dropping
 /// it and instantiating again, `Store::reset` puts the instance back to its
 /// just-instantiated state in place (same slots, no limiter calls).
@@ -99,6 +114,7 @@ fn tenant_cycle_reset(store: &mut Store<StoreLimits>, instance: instance_pool::I
 mod estimates;
 mod raw;
 mod summary;
+mod threads;
 
 fn short(group: &mut BenchmarkGroup<'_, WallTime>, measure_secs: u64, samples: usize) {
     group
@@ -137,6 +153,9 @@ fn cycle(c: &mut Criterion) {
     });
     drop(keep_batched);
     let keep = keep_pool(MARKERS, 1);
+    g.bench_function("pool_keep_resident_no_grow", |b| {
+        b.iter(|| tenant_cycle_no_grow(&keep, &layout))
+    });
     g.bench_function("pool_keep_resident", |b| {
         b.iter(|| tenant_cycle(&keep, &layout))
     });
@@ -188,30 +207,6 @@ fn cycle(c: &mut Criterion) {
     g.finish();
 }
 
-/// Runs `per_thread` calls of `work` on each of `threads` threads started
-/// together; the wall time from the first start to the last finish.
-fn on_threads(threads: usize, per_thread: u64, work: &(dyn Fn() + Sync)) -> Duration {
-    let barrier = Barrier::new(threads);
-    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..per_thread {
-                        work();
-                    }
-                    (start, Instant::now())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let start = spans.iter().map(|s| s.0).min().unwrap();
-    let end = spans.iter().map(|s| s.1).max().unwrap();
-    end - start
-}
-
 fn cycle_threads(c: &mut Criterion) {
     let image = MemoryImage::new(&[7u8; 4 * KIB]).unwrap();
     let layout = tenant_layout(&image);
@@ -235,8 +230,14 @@ fn cycle_threads(c: &mut Criterion) {
         || RAW.with_borrow_mut(|slot| slot.get_or_insert_with(|| raw::Slot::new(&bytes)).cycle());
     let marked_cycle =
         || MARKED.with_borrow_mut(|s| s.get_or_insert_with(|| raw::MarkedSlots::new(16)).cycle());
-    let rows: [(&str, &(dyn Fn() + Sync)); 10] = [
+    let rows: [(&str, &(dyn Fn() + Sync)); 12] = [
         ("pool_keep_resident", &|| tenant_cycle(&keep, &layout)),
+        ("pool_keep_resident_no_grow", &|| {
+            tenant_cycle_no_grow(&keep, &layout)
+        }),
+        ("pool_default_no_grow", &|| {
+            tenant_cycle_no_grow(&default, &layout)
+        }),
         ("pool_keep_resident_batched", &|| {
             tenant_cycle(&keep_batched, &layout)
         }),
@@ -259,15 +260,20 @@ fn cycle_threads(c: &mut Criterion) {
             ONE.with_borrow_mut(|s| s.get_or_insert_with(|| raw::MarkedSlots::new(1)).cycle())
         }),
     ];
-    for threads in [1usize, 2] {
-        // One iteration = one tenant cycle on every thread.
-        g.throughput(Throughput::Elements(threads as u64));
-        for (name, work) in rows {
-            g.bench_function(BenchmarkId::new(name, threads), |b| {
-                b.iter_custom(|iters| on_threads(threads, iters, work))
-            });
+    std::thread::scope(|s| {
+        for threads in [1usize, 2] {
+            // Long-lived, pinned: made once for all rows of this count.
+            let workers = threads::Workers::new(s, threads);
+            // One iteration = one tenant cycle on every thread.
+            g.throughput(Throughput::Elements(threads as u64));
+            for (name, work) in rows {
+                g.bench_function(BenchmarkId::new(name, threads), |b| {
+                    b.iter_custom(|iters| workers.run(iters, work))
+                });
+            }
+            workers.stop();
         }
-    }
+    });
     g.finish();
 }
 

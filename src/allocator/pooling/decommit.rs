@@ -51,7 +51,10 @@ impl DecommitQueue {
         pending.push(p);
         let full = pending.len() >= limit.clamp(1, self.batch);
         let batch = full.then(|| {
-            std::mem::replace(&mut *pending, Vec::with_capacity(self.batch.min(PREALLOCATED)))
+            std::mem::replace(
+                &mut *pending,
+                Vec::with_capacity(self.batch.min(PREALLOCATED)),
+            )
         });
         self.len.store(pending.len(), Ordering::Relaxed);
         drop(pending);
