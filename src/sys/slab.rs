@@ -21,9 +21,7 @@
 
 use super::{Mmap, SlotPtr};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-const _: () = assert!(align_of::<AtomicU64>() == align_of::<u64>());
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// A reservation of `count` slots of `stride` bytes after `pre` bytes.
 #[derive(Debug)]
@@ -32,9 +30,19 @@ pub struct Slab {
     pre: usize,
     stride: usize,
     count: u32,
-    /// One bit a slot: claimed.
-    claimed: Box<[AtomicU64]>,
+    /// One bit a slot: claimed; [`SLOTS_PER_LINE`] slots a cache line.
+    claimed: Box<[Line]>,
 }
+
+/// Slots whose claim bits share a cache line: few, so that threads working
+/// on neighbouring blocks of slots (the free lists hand out contiguous
+/// blocks per thread) rarely write the same line.
+const SLOTS_PER_LINE: usize = 8;
+
+/// A cache line of claim bits.
+#[derive(Debug)]
+#[repr(align(64))]
+struct Line(AtomicU8);
 
 /// One slot of a [`Slab`], held alone until given back with
 /// [`Slab::unclaim`]: `[base - pre or gap, base + stride)` (the slot, the
@@ -93,15 +101,7 @@ impl Slab {
         } else {
             Mmap::reserve(len)?
         };
-        let words = (count as usize).div_ceil(64);
-        // Zeroed by the allocator (lazily, for a large pool): no slot is
-        // claimed. `vec!` of zeroes is one zeroed allocation; building
-        // atomics one by one would touch every page of a large bitmap.
-        let raw = Box::into_raw(vec![0u64; words].into_boxed_slice()) as *mut [AtomicU64];
-        // SAFETY: `AtomicU64` has the size, alignment (checked below) and
-        // bit validity of `u64`, so the zeroed `u64` slice is a valid slice
-        // of atomics, and ownership of the allocation moves to the new box.
-        let claimed: Box<[AtomicU64]> = unsafe { Box::from_raw(raw) };
+        let claimed = zeroed_lines((count as usize).div_ceil(SLOTS_PER_LINE))?;
         Ok(Slab {
             map,
             pre,
@@ -131,8 +131,8 @@ impl Slab {
     /// let two holders write the same bytes.
     pub fn claim(&self, index: u32) -> Claim {
         assert!(index < self.count, "slot {index} of {}", self.count);
-        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
-        let was = self.claimed[word].fetch_or(bit, Ordering::Acquire);
+        let (line, bit) = line_and_bit(index);
+        let was = self.claimed[line].0.fetch_or(bit, Ordering::Acquire);
         assert!(was & bit == 0, "slot {index} claimed twice");
         let offset = self.pre + index as usize * self.stride;
         // SAFETY: `index < count`, so `offset` lies inside the reservation
@@ -157,9 +157,34 @@ impl Slab {
                 && base.as_ptr() as usize == self.map.ptr().as_ptr() as usize + offset,
             "a claim given back to another slab"
         );
-        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
-        self.claimed[word].fetch_and(!bit, Ordering::Release);
+        let (line, bit) = line_and_bit(index);
+        self.claimed[line].0.fetch_and(!bit, Ordering::Release);
     }
+}
+
+fn line_and_bit(index: u32) -> (usize, u8) {
+    let i = index as usize;
+    (i / SLOTS_PER_LINE, 1 << (i % SLOTS_PER_LINE))
+}
+
+/// `n` lines of unclaimed slots, zeroed by the allocator (lazily, for a
+/// large pool: building them one by one would touch every page).
+fn zeroed_lines(n: usize) -> io::Result<Box<[Line]>> {
+    if n == 0 {
+        return Ok(Box::new([]));
+    }
+    let layout = std::alloc::Layout::array::<Line>(n)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "reservation overflows"))?;
+    // SAFETY: `layout` has a non-zero size (n > 0 lines of 64 bytes).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Line>();
+    if ptr.is_null() {
+        return Err(io::ErrorKind::OutOfMemory.into());
+    }
+    // SAFETY: `ptr` is a fresh allocation of `n` `Line`s made with the
+    // global allocator and `Layout::array::<Line>(n)`, as `Box<[Line]>`
+    // expects; all-zero bytes are a valid `Line` (an `AtomicU8` of 0, then
+    // padding).
+    Ok(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n)) })
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! [`PoolMetrics`]: what the pool is doing, for dashboards and tests.
 
+use super::index::{default_shards, thread_number};
 use crate::{MemoryLayout, MemoryProtection, Resource};
+use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of a pool's state and counters
@@ -75,18 +77,38 @@ pub struct PoolMetrics {
     pub creator_failed_grows: u64,
 }
 
-/// The pool's counters; cheap relaxed atomics.
-#[derive(Debug, Default)]
+/// The pool's counters; cheap relaxed atomics. Those every request moves
+/// are striped by thread (a cache line each), so that threads on other
+/// cores do not bounce one line between them; a snapshot sums the stripes.
+#[derive(Debug)]
 pub(crate) struct Counters {
-    acquisitions: [AtomicU64; 3],
+    stripes: Box<[CachePadded<Stripe>]>,
     exhausted: [AtomicU64; 3],
     denials: AtomicU64,
+    creator_refusals: AtomicU64,
+    creator_failed_grows: AtomicU64,
+}
+
+/// One thread group's share of the hot counters.
+#[derive(Debug, Default)]
+struct Stripe {
+    acquisitions: [AtomicU64; 3],
     mapped: AtomicU64,
     reused: AtomicU64,
     copied: AtomicU64,
     resident: AtomicI64,
-    creator_refusals: AtomicU64,
-    creator_failed_grows: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            stripes: (0..default_shards()).map(|_| Default::default()).collect(),
+            exhausted: Default::default(),
+            denials: Default::default(),
+            creator_refusals: Default::default(),
+            creator_failed_grows: Default::default(),
+        }
+    }
 }
 
 fn slot(r: Resource) -> usize {
@@ -98,8 +120,13 @@ fn slot(r: Resource) -> usize {
 }
 
 impl Counters {
+    /// This thread's stripe.
+    fn mine(&self) -> &Stripe {
+        &self.stripes[thread_number() % self.stripes.len()]
+    }
+
     pub fn acquired(&self, r: Resource) {
-        self.acquisitions[slot(r)].fetch_add(1, Relaxed);
+        self.mine().acquisitions[slot(r)].fetch_add(1, Relaxed);
     }
     pub fn exhausted(&self, r: Resource) {
         self.exhausted[slot(r)].fetch_add(1, Relaxed);
@@ -108,35 +135,37 @@ impl Counters {
         self.denials.fetch_add(1, Relaxed);
     }
     pub fn image_mapped(&self) {
-        self.mapped.fetch_add(1, Relaxed);
+        self.mine().mapped.fetch_add(1, Relaxed);
     }
     pub fn image_reused(&self) {
-        self.reused.fetch_add(1, Relaxed);
+        self.mine().reused.fetch_add(1, Relaxed);
     }
     pub fn image_copied(&self) {
-        self.copied.fetch_add(1, Relaxed);
+        self.mine().copied.fetch_add(1, Relaxed);
     }
     pub fn resident_add(&self, bytes: usize) {
-        self.resident.fetch_add(bytes as i64, Relaxed);
+        self.mine().resident.fetch_add(bytes as i64, Relaxed);
     }
     pub fn resident_sub(&self, bytes: usize) {
-        self.resident.fetch_sub(bytes as i64, Relaxed);
+        self.mine().resident.fetch_sub(bytes as i64, Relaxed);
     }
 
     /// Fills the counter fields of `m`.
     pub fn fill(&self, m: &mut PoolMetrics) {
         let get = |a: &AtomicU64| a.load(Relaxed);
-        m.instance_acquisitions = get(&self.acquisitions[0]);
-        m.memory_acquisitions = get(&self.acquisitions[1]);
-        m.table_acquisitions = get(&self.acquisitions[2]);
+        let sum = |f: fn(&Stripe) -> &AtomicU64| self.stripes.iter().map(|s| get(f(s))).sum();
+        m.instance_acquisitions = sum(|s| &s.acquisitions[0]);
+        m.memory_acquisitions = sum(|s| &s.acquisitions[1]);
+        m.table_acquisitions = sum(|s| &s.acquisitions[2]);
         m.instances_exhausted = get(&self.exhausted[0]);
         m.memories_exhausted = get(&self.exhausted[1]);
         m.tables_exhausted = get(&self.exhausted[2]);
         m.limiter_denials = get(&self.denials);
-        m.images_mapped = get(&self.mapped);
-        m.images_reused = get(&self.reused);
-        m.images_copied = get(&self.copied);
-        m.unused_resident_bytes = self.resident.load(Relaxed).max(0) as u64;
+        m.images_mapped = sum(|s| &s.mapped);
+        m.images_reused = sum(|s| &s.reused);
+        m.images_copied = sum(|s| &s.copied);
+        let resident: i64 = self.stripes.iter().map(|s| s.resident.load(Relaxed)).sum();
+        m.unused_resident_bytes = resident.max(0) as u64;
         m.creator_refusals = get(&self.creator_refusals);
         m.creator_failed_grows = get(&self.creator_failed_grows);
     }
