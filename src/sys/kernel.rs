@@ -15,9 +15,9 @@
 //! seam; a call refused at run time (a seccomp filter installed later says
 //! `EPERM` or `ENOSYS`) falls back to a loop of plain `madvise`.
 
-use super::{SlotPtr, Syscall, check};
+use super::pagemap::scan;
+use super::{SlotPtr, Syscall, check, last_error};
 use std::ffi::{c_int, c_long, c_void};
-use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
@@ -32,41 +32,6 @@ const PIDFD_SELF_THREAD_GROUP: c_int = -10001;
 const SYS_PROCESS_MADVISE: c_long = 440;
 /// The most ranges one `process_madvise` takes (`UIO_MAXIOV`).
 const MAX_RANGES: usize = 1024;
-
-/// `include/uapi/linux/fs.h`: page categories of `PAGEMAP_SCAN`.
-const PAGE_IS_FILE: u64 = 1 << 2;
-const PAGE_IS_PRESENT: u64 = 1 << 3;
-const PAGE_IS_SWAPPED: u64 = 1 << 4;
-const PAGE_IS_PFNZERO: u64 = 1 << 5;
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct PageRegion {
-    start: u64,
-    end: u64,
-    categories: u64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
-}
-
-/// `_IOWR('f', 16, struct pm_scan_arg)`.
-const PAGEMAP_SCAN: u64 =
-    (3 << 30) | ((std::mem::size_of::<PmScanArg>() as u64) << 16) | ((b'f' as u64) << 8) | 16;
 
 /// What the kernel supports, probed once per process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,10 +121,6 @@ fn file_markers_work(page: usize) -> bool {
         libc::munmap(p, page);
         ok
     }
-}
-
-fn last_error() -> io::Error {
-    io::Error::last_os_error()
 }
 
 /// Makes every page of `[ptr, ptr + len)` fault on access, like
@@ -299,93 +260,4 @@ unsafe fn process_madvise(chunk: &[(SlotPtr, usize)], advice: c_int) -> io::Resu
         return if refused(&e) { Ok(false) } else { Err(e) };
     }
     Ok(n as usize == total)
-}
-
-/// The pages of `[ptr, ptr + len)` a tenant wrote: anonymous pages that are
-/// present or swapped out and not the shared zero page. Pages of a private
-/// file mapping that were only read (still the file's) are not written;
-/// a page written and then swapped out is. `out(offset, len)` gets each
-/// run, offsets from `ptr`, in order.
-///
-/// # References
-/// Documentation/admin-guide/mm/pagemap.rst, `PAGEMAP_SCAN`
-pub fn written_pages(ptr: SlotPtr, len: usize, out: &mut WrittenPages) -> io::Result<()> {
-    out.runs.clear();
-    if len == 0 {
-        return Ok(());
-    }
-    check(Syscall::PagemapScan)?;
-    let runs = &mut out.runs;
-    scan(ptr, len, &mut |off, n| runs.push((off, n)), true)
-}
-
-/// A reusable buffer of written runs `(offset, len)`.
-#[derive(Debug, Default)]
-pub struct WrittenPages {
-    /// The runs found by the last [`written_pages`].
-    pub runs: Vec<(usize, usize)>,
-}
-
-/// `/proc/self/pagemap`, opened once per process. After a `fork` the
-/// parent's file would describe the parent's pages, so it is reopened
-/// when the pid changes.
-fn pagemap() -> io::Result<std::sync::Arc<File>> {
-    use parking_lot::Mutex;
-    static FILE: Mutex<Option<(u32, std::sync::Arc<File>)>> = Mutex::new(None);
-    let pid = std::process::id();
-    let mut slot = FILE.lock();
-    if let Some((p, f)) = slot.as_ref()
-        && *p == pid
-    {
-        return Ok(f.clone());
-    }
-    let f = std::sync::Arc::new(File::open("/proc/self/pagemap")?);
-    *slot = Some((pid, f.clone()));
-    Ok(f)
-}
-
-fn scan(
-    ptr: SlotPtr,
-    len: usize,
-    out: &mut dyn FnMut(usize, usize),
-    written_only: bool,
-) -> io::Result<()> {
-    let file = pagemap()?;
-    let base = ptr.as_ptr() as u64;
-    let end = base + len as u64;
-    let mut regions = [PageRegion::default(); 32];
-    let mut start = base;
-    while start < end {
-        let mut arg = PmScanArg {
-            size: std::mem::size_of::<PmScanArg>() as u64,
-            start,
-            end,
-            vec: regions.as_mut_ptr() as u64,
-            vec_len: regions.len() as u64,
-            // Written: (present or swapped) and neither file nor zero page.
-            category_inverted: PAGE_IS_FILE | PAGE_IS_PFNZERO,
-            category_mask: if written_only {
-                PAGE_IS_FILE | PAGE_IS_PFNZERO
-            } else {
-                0
-            },
-            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            ..PmScanArg::default()
-        };
-        // SAFETY: `arg` and `regions` are valid for the kernel to read and
-        // write for the call; the scanned range is only read.
-        let n = unsafe { libc::ioctl(file.as_raw_fd(), PAGEMAP_SCAN as _, &mut arg) };
-        if n < 0 {
-            return Err(last_error());
-        }
-        for r in &regions[..n as usize] {
-            out((r.start - base) as usize, (r.end - r.start) as usize);
-        }
-        if arg.walk_end <= start {
-            return Err(io::Error::other("PAGEMAP_SCAN made no progress"));
-        }
-        start = arg.walk_end;
-    }
-    Ok(())
 }

@@ -44,14 +44,14 @@ pub enum Syscall {
 pub mod fault;
 mod kernel;
 mod mapping;
+mod pagemap;
 mod slab;
 #[cfg(test)]
 mod tests;
 
-pub use kernel::{
-    Features, RangeAdvice, WrittenPages, guard_install, guard_remove, madvise_ranges, written_pages,
-};
+pub use kernel::{Features, RangeAdvice, guard_install, guard_remove, madvise_ranges};
 pub use mapping::{Mmap, SealedImage, SlotPtr};
+pub use pagemap::{WrittenPages, written_pages};
 pub use slab::{Claim, Slab};
 
 /// What the kernel supports: probed once per process, or, in tests, what
@@ -62,6 +62,10 @@ pub fn features() -> Features {
         return forced;
     }
     kernel::probed()
+}
+
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
 }
 
 #[inline(always)]

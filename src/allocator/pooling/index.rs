@@ -28,7 +28,7 @@
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// A slot handed out: its index, and the state it was released with
 /// (`S::default()` for a cold slot).
@@ -43,7 +43,6 @@ pub(crate) struct SlotIndex<S> {
     free: CachePadded<AtomicU32>,
     unused_warm: AtomicU32,
     max_unused_warm: u32,
-    clock: AtomicU64,
 }
 
 struct Shard<S> {
@@ -56,6 +55,9 @@ struct Shard<S> {
     warm: BTreeMap<u64, Warm<S>>,
     /// Release times of the warm slots, by affinity.
     by_affinity: HashMap<u64, BTreeSet<u64>>,
+    /// The next release time: a shard's own clock (warm slots are only
+    /// ordered within their shard), so releases share no counter.
+    clock: u64,
 }
 
 struct Warm<S> {
@@ -130,6 +132,7 @@ impl<S: Default> SlotIndex<S> {
                     given_back: Vec::new(),
                     warm: BTreeMap::new(),
                     by_affinity: HashMap::new(),
+                    clock: 0,
                 }))
             })
             .collect();
@@ -138,7 +141,6 @@ impl<S: Default> SlotIndex<S> {
             free: CachePadded::new(AtomicU32::new(capacity)),
             unused_warm: AtomicU32::new(0),
             max_unused_warm,
-            clock: AtomicU64::new(0),
         }
     }
 
@@ -203,9 +205,10 @@ impl<S: Default> SlotIndex<S> {
 
     /// Returns a slot, warm, remembering its `affinity` and `state`.
     pub fn release(&self, index: u32, affinity: Option<u64>, state: S) {
-        let stamp = self.clock.fetch_add(1, Ordering::Relaxed);
         {
             let mut shard = self.shards[home_shard(self.shards.len())].lock();
+            let stamp = shard.clock;
+            shard.clock += 1;
             shard.warm.insert(
                 stamp,
                 Warm {
