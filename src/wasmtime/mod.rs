@@ -55,19 +55,12 @@
 //! - **`memory_init_cow(false)`**: Wasmtime's copy-on-write data
 //!   initialisation needs memories it mapped itself; with a custom creator
 //!   and copy-on-write on, Wasmtime 48 panics (`unreachable!`) at the first
-//!   instantiation of a module with data segments. So data segments get in
-//!   the classic way: Wasmtime copies each segment into the fresh (zeroed)
-//!   memory at instantiation. That costs a `memcpy` of the segments and a
-//!   page fault per page they touch, each instantiation; the pool's own
-//!   memfd images cannot help, because `new_memory` is not told the module.
-//!   Measured against Wasmtime's own pool, which maps the image (one run of
-//!   `benches/wasmtime`, 1 MiB memories): an instantiation with 4 KiB of
-//!   data takes 2.72x as long, with 64 KiB 3.11x, with 512 KiB 56.17x (180
-//!   against 3.2 µs); the copy-on-write side pays its page faults later,
-//!   when the data is read. Modules with more than a few KiB of data are better
-//!   served by Wasmtime's pooling allocator; request handlers with a few
-//!   hundred bytes of data pay little (the serve example's request is
-//!   0.88x-0.98x of Wasmtime's pool over three runs).
+//!   instantiation of a module with data segments. A plain
+//!   `wasmtime::Module` therefore gets its data the classic way: Wasmtime
+//!   copies each segment into the fresh (zeroed) memory at every
+//!   instantiation, a `memcpy` and a page fault per page touched (with 512
+//!   KiB of data, tens of times Wasmtime's own pool). A [`PooledModule`]
+//!   does not: see [Module images](#module-images).
 //!
 //! Only instances' memories (and GC heaps) come from the pool. Host memories
 //! made with `wasmtime::Memory::new` or `SharedMemory::new` do not: Wasmtime
@@ -78,6 +71,65 @@
 //! [`Error`](crate::Error); [`PoolMetrics`](crate::PoolMetrics) counts them
 //! (`creator_refusals`), and the growths that fail in a slot
 //! (`creator_failed_grows`).
+//!
+//! # Module images
+//!
+//! `new_memory` is not told which module a memory is for, so the module
+//! type [`PooledModule`] brings its own instantiation path:
+//!
+//! ```no_run
+//! # use instance_pool::wasmtime::{PooledMemoryCreator, PooledModule};
+//! # use instance_pool::{PoolingConfig, PoolingInstanceAllocator};
+//! # let pool = PoolingInstanceAllocator::new(&PoolingConfig::default())?;
+//! # let mut config = wasmtime::Config::new();
+//! # PooledMemoryCreator::new(&pool).install(&mut config);
+//! # let engine = wasmtime::Engine::new(&config)?;
+//! # let wasm: Vec<u8> = Vec::new();
+//! let module = PooledModule::new(&pool, &engine, &wasm, wasmtime::Module::from_binary)?;
+//! let mut store = wasmtime::Store::new(&engine, ());
+//! let instance = module.instantiate(&mut store, &[])?;
+//! # Ok::<(), wasmtime::Error>(())
+//! ```
+//!
+//! - **Baking.** [`PooledModule::new`] reads the module's data segments
+//!   (with `wasmparser`) and writes every active one, in order (a later
+//!   segment overwrites an earlier one), into its memory's
+//!   [`MemoryImage`](crate::MemoryImage): a sealed memfd, one per memory
+//!   of the module, shared by all its instances. Wasmtime compiles the same
+//!   module with those segments made empty passive ones (re-encoded with
+//!   `wasm-encoder`), so segment indices, `memory.init` and `data.drop`
+//!   behave exactly as on the dropped active segments, and Wasmtime copies
+//!   nothing at instantiation.
+//! - **What qualifies.** A module is baked whole or not at all: every
+//!   active segment needs a constant offset (`i32.const`, `i64.const`) into
+//!   a memory the module defines, unshared, of 64 KiB pages, in bounds of
+//!   its minimum; the images may not hold more than 16 MiB unless the data
+//!   fills half of them (Wasmtime's own rule); and the module must not need
+//!   Wasmtime's GC heap (whose request `new_memory` could not tell from a
+//!   memory's). Anything else (a `global.get` offset, an imported memory, a
+//!   segment out of bounds) is compiled unchanged and instantiated with
+//!   exactly Wasmtime's result, a trap part-way included;
+//!   [`PooledModule::fallback_reason`] says why.
+//! - **Slots first.** Each instantiate call takes a slot for each memory
+//!   the module defines (preferring warm slots that hold the same image,
+//!   so a repeat instantiation maps nothing; `images_reused` counts it),
+//!   then runs Wasmtime with them as its thread's current reservation (the
+//!   async calls set it around every poll of Wasmtime's future).
+//!   `new_memory` takes the next slot from there, with its image; a memory
+//!   made outside such a call gets a zeroed slot, as before. Slots
+//!   Wasmtime did not take (it failed before making the memory) go back to
+//!   the pool at once, waking waiters.
+//! - **Embedder images.** [`PooledModule::with_image`] starts a memory
+//!   from an image of the embedder's own instead of the module's data (its
+//!   size checked against the memory's minimum); [`snapshot`] makes one
+//!   from a live instance's memory.
+//! - **Costs.** Measured against Wasmtime's own pool, which maps its image
+//!   the same way (one run of `benches/wasmtime`, 1 MiB memories), an
+//!   instantiation and drop of a module with 4 KiB, 64 KiB and 512 KiB of
+//!   data takes MEASURE_IMAGES as long; reading one byte of every data
+//!   page after it (so copy-on-write pays its faults) MEASURE_READS. A
+//!   plain `wasmtime::Module` on the same pool (data copied in) takes
+//!   MEASURE_COPIED.
 //!
 //! # Settings made after `install` that the creator cannot see
 //!
@@ -125,8 +177,12 @@
 //! slot layer's invariants, so the `unsafe impl`s here rest on it and this
 //! module has no `unsafe` block of its own.
 
+mod bake;
+mod context;
 mod memory;
+mod module;
 mod stack;
 
 pub use memory::{PooledLinearMemory, PooledMemoryCreator};
+pub use module::{PooledModule, snapshot};
 pub use stack::{PooledStackCreator, PooledStackMemory};
