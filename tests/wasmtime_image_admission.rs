@@ -1,6 +1,7 @@
-//! `PooledModule`'s slots taken before Wasmtime runs: async instantiations
-//! interleaved on one thread, refusals that leave every count as it was,
-//! and an instantiation at thread exit.
+//! `PooledModule`'s slots taken before Wasmtime runs: instantiations that
+//! wait for them (woken when a Wasmtime store drops, `PoolExhausted` at the
+//! deadline), async instantiations interleaved on one thread, refusals that
+//! leave every count as it was, and an instantiation at thread exit.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
 use wasmtime::{Engine, Store};
 
 /// Polls `f` to completion on this thread, parking while it waits.
@@ -31,6 +33,11 @@ fn block_on<F: Future>(f: F) -> F::Output {
         }
         std::thread::park();
     }
+}
+
+/// A multi-threaded executor (tokio's, say) needs the futures `Send`.
+fn sendable<F: Future + Send>(f: F) -> F {
+    f
 }
 
 /// An async limiter that makes every decision wait one poll.
@@ -142,6 +149,60 @@ fn is_exhausted(e: &wasmtime::Error) -> bool {
 }
 
 #[test]
+fn a_waiting_instantiation_is_woken_when_a_wasmtime_store_drops() {
+    let pool = pool(SHAPES[0], 1);
+    let engine = engine_on(&pool);
+    let module = baked(&pool, &engine, PROBE);
+    let mut holder = Store::new(&engine, ());
+    module.instantiate(&mut holder, &[]).unwrap();
+    let waiter = std::thread::spawn({
+        let (engine, module) = (engine.clone(), module.clone());
+        move || {
+            let mut store = Store::new(&engine, ());
+            let wait = module.instantiate_async_timeout(&mut store, &[], Duration::from_secs(600));
+            let instance = block_on(wait).unwrap();
+            memory_bytes(&mut store, &instance, "memory")
+        }
+    });
+    while pool.metrics().waiters == 0 {
+        std::thread::yield_now();
+    }
+    assert!(!waiter.is_finished());
+    drop(holder);
+    // Woken by the release, long before its deadline (where a last try
+    // would find the slot free anyway).
+    let woken_by = std::time::Instant::now() + Duration::from_secs(30);
+    while !waiter.is_finished() {
+        assert!(
+            std::time::Instant::now() < woken_by,
+            "the waiter was not woken"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(waiter.join().unwrap(), probe_bytes());
+    assert_eq!(gauges(&pool).2, 0, "no waiter left");
+}
+
+#[test]
+fn an_instantiation_that_waits_in_vain_fails_with_pool_exhausted() {
+    for shape in SHAPES {
+        let pool = pool(shape, 1);
+        let engine = engine_on(&pool);
+        let module = baked(&pool, &engine, PROBE);
+        let mut holder = Store::new(&engine, ());
+        module.instantiate(&mut holder, &[]).unwrap();
+        let before = gauges(&pool);
+        let mut store = Store::new(&engine, ());
+        let wait = module.instantiate_async_timeout(&mut store, &[], Duration::from_millis(20));
+        let err = block_on(sendable(wait)).unwrap_err();
+        assert!(is_exhausted(&err), "{shape:?}: {err:?}");
+        let err = module.instantiate(&mut store, &[]).unwrap_err();
+        assert!(is_exhausted(&err), "{shape:?}: at once: {err:?}");
+        assert_eq!(gauges(&pool), before, "{shape:?}");
+    }
+}
+
+#[test]
 fn every_refusal_leaves_every_count_as_it_was() {
     for shape in SHAPES {
         let pool = pool(shape, 1);
@@ -207,9 +268,8 @@ fn every_refusal_leaves_every_count_as_it_was() {
         assert!(is_exhausted(
             &module.instantiate(&mut store, &[]).unwrap_err()
         ));
-        assert!(is_exhausted(
-            &block_on(module.instantiate_async(&mut store, &[])).unwrap_err()
-        ));
+        let wait = module.instantiate_async_timeout(&mut store, &[], Duration::from_millis(5));
+        assert!(is_exhausted(&block_on(wait).unwrap_err()));
         assert_eq!(gauges(&pool), held, "{shape:?}");
         drop(holder);
         assert_eq!(gauges(&pool), before, "{shape:?}");

@@ -119,6 +119,13 @@
 //!   made outside such a call gets a zeroed slot, as before. Slots
 //!   Wasmtime did not take (it failed before making the memory) go back to
 //!   the pool at once, waking waiters.
+//! - **Waiting.** [`PooledModule::instantiate_async`] waits for the slots
+//!   in the pool's admission queue, first come first served, up to the
+//!   pool's `admission_timeout` (or a timeout of its own); at the deadline
+//!   it fails with [`Error::PoolExhausted`](crate::Error::PoolExhausted)
+//!   inside the `wasmtime::Error` (`downcast_ref` finds it). The slots are
+//!   taken before Wasmtime runs, so its limiter is asked only once the
+//!   wait is over. A GC heap's slot is not waited for.
 //! - **Embedder images.** [`PooledModule::with_image`] starts a memory
 //!   from an image of the embedder's own instead of the module's data (its
 //!   size checked against the memory's minimum); [`snapshot`] makes one

@@ -9,6 +9,7 @@ use crate::layout::MemoryPlan;
 use crate::{Error, MemoryImage, MemoryType, PoolingInstanceAllocator, Result};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wasmtime::{AsContextMut, Engine, Extern, Instance, InstancePre, Module};
 
 /// A module compiled for an engine whose memories come from a
@@ -234,34 +235,60 @@ impl PooledModule {
     }
 
     /// [`instantiate`](Self::instantiate) with [`Instance::new_async`].
+    /// When the pool lacks the slots it waits for them, first come first
+    /// served, for up to the pool's
+    /// [`admission_timeout`](crate::PoolingConfig::admission_timeout), then
+    /// fails with [`Error::PoolExhausted`].
     pub async fn instantiate_async(
         &self,
         mut store: impl AsContextMut,
         imports: &[Extern],
     ) -> wasmtime::Result<Instance> {
+        let timeout = self.pool.admission_timeout();
         let run = Instance::new_async(&mut store, &self.module, imports);
-        self.run_async(run).await
+        self.run_async(timeout, run).await
+    }
+
+    /// [`instantiate_async`](Self::instantiate_async), waiting up to
+    /// `timeout` for the slots (zero: not at all).
+    pub async fn instantiate_async_timeout(
+        &self,
+        mut store: impl AsContextMut,
+        imports: &[Extern],
+        timeout: Duration,
+    ) -> wasmtime::Result<Instance> {
+        let run = Instance::new_async(&mut store, &self.module, imports);
+        self.run_async(timeout, run).await
     }
 
     /// [`instantiate_pre`](Self::instantiate_pre) with
-    /// [`InstancePre::instantiate_async`].
+    /// [`InstancePre::instantiate_async`], waiting for slots as
+    /// [`instantiate_async`](Self::instantiate_async) does.
     pub async fn instantiate_pre_async<T: Send + 'static>(
         &self,
         mut store: impl AsContextMut<Data = T>,
         pre: &InstancePre<T>,
     ) -> wasmtime::Result<Instance> {
         self.check_pre(pre)?;
+        let timeout = self.pool.admission_timeout();
         let run = pre.instantiate_async(&mut store);
-        self.run_async(run).await
+        self.run_async(timeout, run).await
     }
 
-    /// Takes the slots, then polls `run` with the reservation current at
-    /// every poll.
+    /// Takes the slots (waiting up to `timeout`), then polls `run` with the
+    /// reservation current at every poll.
     async fn run_async<R>(
         &self,
+        timeout: Duration,
         run: impl Future<Output = wasmtime::Result<R>>,
     ) -> wasmtime::Result<R> {
-        let reservation = self.reserve_now()?;
+        let reservation = match deadline(timeout) {
+            None => self.reserve_now()?,
+            Some(deadline) => {
+                let attempt = |attempt| Reservation::take(&self.pool, &self.wants, attempt);
+                Arc::new(self.pool.admission.run(deadline, attempt).await?)
+            }
+        };
         let mut run = std::pin::pin!(run);
         let result = std::future::poll_fn(|cx| {
             let _entered = reservation.enter();
@@ -333,4 +360,15 @@ pub fn snapshot(
     memory: &wasmtime::Memory,
 ) -> Result<Arc<MemoryImage>> {
     MemoryImage::from_memory(memory.data(&store))
+}
+
+/// When a wait of `timeout` from now ends (`None`: no wait); past what an
+/// `Instant` holds, a century.
+fn deadline(timeout: Duration) -> Option<Instant> {
+    let now = Instant::now();
+    (!timeout.is_zero()).then(|| {
+        now.checked_add(timeout)
+            .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+            .unwrap_or(now)
+    })
 }
