@@ -221,6 +221,12 @@ fn every_refusal_leaves_every_count_as_it_was() {
         unsupported(module.with_image(1, MemoryImage::new(b"x").unwrap()));
         let imports = baked(&pool, &engine, r#"(module (import "h" "m" (memory 1)))"#);
         unsupported(imports.with_image(0, MemoryImage::new(b"x").unwrap()));
+        let mut small_pages = wasmtime::Config::new();
+        small_pages.wasm_custom_page_sizes(true);
+        instance_pool::wasmtime::PooledMemoryCreator::new(&pool).install(&mut small_pages);
+        let small_pages = Engine::new(&small_pages).unwrap();
+        let bytes = baked(&pool, &small_pages, "(module (memory 1 1 (pagesize 1)))");
+        unsupported(bytes.with_image(0, MemoryImage::new(b"x").unwrap()));
         let global = r#"(module (global i32 (i32.const 0)) (memory 1) (data (global.get 0) "g"))"#;
         unsupported(baked(&pool, &engine, global).with_image(0, MemoryImage::new(b"x").unwrap()));
         // Instantiations Wasmtime refuses after the slots were taken: a
