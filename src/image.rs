@@ -72,6 +72,22 @@ impl MemoryImage {
         }))
     }
 
+    /// An image of a memory's `bytes` (a snapshot of a live instance's
+    /// memory, say) with its trailing zero pages (of the host's page size)
+    /// left out: they are zero in a fresh slot anyway.
+    pub fn from_memory(bytes: &[u8]) -> Result<Arc<MemoryImage>> {
+        let page = sys::page_size();
+        let mut len = bytes.len();
+        while len > 0 {
+            let start = (len - 1) / page * page;
+            if bytes[start..len].iter().any(|&b| b != 0) {
+                break;
+            }
+            len = start;
+        }
+        MemoryImage::new(&bytes[..len])
+    }
+
     /// The image's length in bytes, as given.
     pub fn len(&self) -> usize {
         self.len

@@ -13,10 +13,15 @@
 //! - `calls_only`: the floor, `Backend::handle` on one instance kept alive
 //!   (no store, no instantiation, no isolation): what every row pays anyway.
 //!
-//! `wasmtime_data` times an instantiation (no access to the data) whose
-//! memory starts with a data segment of 4 KiB to 512 KiB: copied in by
-//! Wasmtime on the crate's pool, mapped copy-on-write by Wasmtime's own
-//! (whose page faults come later, when a request reads the data).
+//! `wasmtime_data` times an instantiation whose memory starts with a data
+//! segment of 4 KiB to 512 KiB, and (`_reads` rows) the same with one byte
+//! of every data page read after it, so copy-on-write pays its faults:
+//! `module_images` (a `PooledModule` on the crate's pool: its image
+//! mapped; `module_images_keep_slot` on a pool that keeps the whole slot
+//! resident, so that its reset leaves unwritten pages alone as Wasmtime's
+//! does), `instance_pool` (a plain `wasmtime::Module` on the crate's
+//! pool: Wasmtime copies the data in), `wasmtime_pooling` (Wasmtime's own
+//! pool: its image mapped).
 //!
 //! `cargo bench --features wasmtime-examples --bench wasmtime` (about a
 //! minute) ends with the ratios from this run's medians.
@@ -29,6 +34,8 @@ mod estimates;
 
 use backend::{Backend, Kind};
 use criterion::Criterion;
+use instance_pool::PoolingInstanceAllocator;
+use instance_pool::wasmtime::{PooledMemoryCreator, PooledModule};
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
@@ -90,44 +97,118 @@ fn bench(c: &mut Criterion) {
     data_segments(c);
 }
 
-/// Data segment sizes of the `wasmtime_data` group.
-const DATA_SIZES: [(usize, &str); 3] = [(4 << 10, "4K"), (64 << 10, "64K"), (512 << 10, "512K")];
+/// Data segment sizes of the `wasmtime_data` group: row label, summary
+/// label.
+const DATA_SIZES: [(usize, &str, &str); 3] = [
+    (4 << 10, "4K", "4 KiB"),
+    (64 << 10, "64K", "64 KiB"),
+    (512 << 10, "512K", "512 KiB"),
+];
 
-/// What a data segment costs each instantiation: Wasmtime copies it into a
-/// pooled memory (copy-on-write needs memories Wasmtime mapped itself),
-/// where its own pool maps its image copy-on-write. One iteration: a
-/// store, an instance of a module whose memory starts with `size` bytes
-/// of data, the drop.
+/// How a `wasmtime_data` row gets its module's data into the memory.
+#[derive(Clone, Copy)]
+enum Data {
+    /// A `PooledModule` on the crate's pool: its image mapped.
+    ModuleImages,
+    /// The same on a pool that keeps the whole slot resident (see
+    /// [`keep_slot`]).
+    ModuleImagesKeepSlot,
+    /// A plain `wasmtime::Module` on the crate's pool: Wasmtime copies it.
+    Copied,
+    /// Wasmtime's pooling allocator: its own image mapped.
+    WasmtimePooling,
+}
+
+/// What a data segment costs each instantiation. One iteration: a store,
+/// an instance of a module whose 1 MiB memory starts with `size` bytes of
+/// data, the drop; in the `_reads` rows also one byte read of every host
+/// page of the data, so copy-on-write pays its page faults.
 fn data_segments(c: &mut Criterion) {
     let mut group = c.benchmark_group("wasmtime_data");
     group
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    for (size, label) in DATA_SIZES {
+    for (size, label, _) in DATA_SIZES {
         let data: String = std::iter::repeat_n("\\aa", size).collect();
         let wat =
             format!("(module (memory (export \"memory\") 16) (data (i32.const 0) \"{data}\"))");
-        for (name, kind) in [
-            ("instance_pool", Kind::InstancePool),
-            ("wasmtime_pooling", Kind::WasmtimePooling),
+        let wasm = wat::parse_str(&wat).expect("wat");
+        for (name, data) in [
+            ("module_images", Data::ModuleImages),
+            ("module_images_keep_slot", Data::ModuleImagesKeepSlot),
+            ("instance_pool", Data::Copied),
+            ("wasmtime_pooling", Data::WasmtimePooling),
         ] {
-            let (config, _pools) = backend::engine_config(kind, SLOTS).expect("config");
+            let kind = match data {
+                Data::WasmtimePooling => Kind::WasmtimePooling,
+                _ => Kind::InstancePool,
+            };
+            let (config, pools) = match data {
+                Data::ModuleImagesKeepSlot => keep_slot(),
+                _ => backend::engine_config(kind, SLOTS).expect("config"),
+            };
             let engine = wasmtime::Engine::new(&config).expect("engine");
-            let module = wasmtime::Module::new(&engine, &wat).expect("module");
-            let pre = wasmtime::Linker::new(&engine)
-                .instantiate_pre(&module)
-                .expect("instantiate_pre");
-            group.bench_function(format!("{name}_{label}"), |b| {
-                b.iter(|| {
-                    let mut store = wasmtime::Store::new(&engine, ());
-                    let instance = pre.instantiate(&mut store).expect("instance");
-                    black_box(instance);
-                })
-            });
+            let linker = wasmtime::Linker::new(&engine);
+            let pooled = match (data, &pools) {
+                (Data::ModuleImages | Data::ModuleImagesKeepSlot, Some((pool, _))) => Some(
+                    PooledModule::new(pool, &engine, &wasm, wasmtime::Module::from_binary)
+                        .expect("pooled module"),
+                ),
+                _ => None,
+            };
+            let module = match &pooled {
+                Some(p) => p.module().clone(),
+                None => wasmtime::Module::from_binary(&engine, &wasm).expect("module"),
+            };
+            let pre = linker.instantiate_pre(&module).expect("instantiate_pre");
+            for reads in [false, true] {
+                let row = match reads {
+                    false => format!("{name}_{label}"),
+                    true => format!("{name}_reads_{label}"),
+                };
+                group.bench_function(row, |b| {
+                    b.iter(|| {
+                        let mut store = wasmtime::Store::new(&engine, ());
+                        let instance = match &pooled {
+                            Some(p) => p.instantiate_pre(&mut store, &pre),
+                            None => pre.instantiate(&mut store),
+                        }
+                        .expect("instance");
+                        if reads {
+                            let memory = instance.get_memory(&mut store, "memory").unwrap();
+                            let bytes = memory.data(&store);
+                            let sum = (0..size).step_by(4096).fold(0u8, |s, i| s ^ bytes[i]);
+                            assert_eq!(sum, 0xaa * ((size / 4096) % 2) as u8);
+                        }
+                        black_box(instance);
+                    })
+                });
+            }
+            if let Some((pool, _)) = &pools {
+                assert_eq!(pool.metrics().memories_in_use, 0, "every slot returned");
+            }
         }
     }
     group.finish();
+}
+
+/// `Kind::InstancePool`'s engine and pools, but with `memory_keep_resident`
+/// of the whole slot: a reset then restores only the pages a tenant wrote
+/// (`PAGEMAP_SCAN`) and leaves the rest as it is, mapped and accessible,
+/// as Wasmtime's pool does with `pagemap_scan` whatever its keep-resident
+/// size. At 256 KiB the crate's reset discards everything past it and
+/// makes it `PROT_NONE` (opened again at the next instantiation), so the
+/// image's pages there are faulted in again by every tenant that reads
+/// them.
+fn keep_slot() -> (wasmtime::Config, Option<backend::Pools>) {
+    let (mut config, pools) = backend::engine_config(Kind::InstancePool, SLOTS).expect("config");
+    let (pool, stacks) = pools.expect("the crate's pools");
+    let mut c = pool.config().clone();
+    c.memory_keep_resident(backend::SLOT);
+    let pool = PoolingInstanceAllocator::new(&c).expect("pool");
+    PooledMemoryCreator::new(&pool).install(&mut config);
+    (config, Some((pool, stacks)))
 }
 
 fn summary(since: SystemTime) {
@@ -167,19 +248,50 @@ fn summary(since: SystemTime) {
         }
     }
     let d = |id: &str| estimates::median_ns(&dir, &format!("wasmtime_data/{id}"), since);
-    for (_, label) in DATA_SIZES {
-        let (num, den) = (
-            format!("instance_pool_{label}"),
-            format!("wasmtime_pooling_{label}"),
-        );
-        if let (Some(n), Some(m)) = (d(&num), d(&den)) {
-            let fmt = estimates::fmt_time;
-            println!(
-                "| instantiate with {label} of data: copied vs copy-on-write | **{:.2}x** | {} / {} |",
-                n / m,
-                fmt(n),
-                fmt(m)
-            );
+    let rows = [
+        (
+            "module images / Wasmtime pooling",
+            "module_images_",
+            "wasmtime_pooling_",
+        ),
+        (
+            "module images / Wasmtime pooling + reads",
+            "module_images_reads_",
+            "wasmtime_pooling_reads_",
+        ),
+        (
+            "module images, whole slot kept / Wasmtime pooling",
+            "module_images_keep_slot_",
+            "wasmtime_pooling_",
+        ),
+        (
+            "module images, whole slot kept / Wasmtime pooling + reads",
+            "module_images_keep_slot_reads_",
+            "wasmtime_pooling_reads_",
+        ),
+        (
+            "copied / Wasmtime pooling",
+            "instance_pool_",
+            "wasmtime_pooling_",
+        ),
+        (
+            "copied / Wasmtime pooling + reads",
+            "instance_pool_reads_",
+            "wasmtime_pooling_reads_",
+        ),
+    ];
+    for (what, num, den) in rows {
+        for (_, label, size) in DATA_SIZES {
+            let (num, den) = (format!("{num}{label}"), format!("{den}{label}"));
+            if let (Some(n), Some(m)) = (d(&num), d(&den)) {
+                let fmt = estimates::fmt_time;
+                println!(
+                    "| wasmtime_data: {what}, {size} | **{:.2}x** | {} / {} |",
+                    n / m,
+                    fmt(n),
+                    fmt(m)
+                );
+            }
         }
     }
 }

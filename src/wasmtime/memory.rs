@@ -1,5 +1,7 @@
 //! [`PooledMemoryCreator`]: Wasmtime's linear memories in the pool's slots.
 
+use super::bake::Shape;
+use super::context;
 use crate::allocator::Pool;
 use crate::layout::MemoryPlan;
 use crate::slot::MemorySlot;
@@ -66,8 +68,10 @@ impl PooledMemoryCreator {
     }
 
     /// Checks a request against the slots and takes one, `minimum` bytes
-    /// accessible and zero. On error nothing is taken and the refusal is
-    /// counted.
+    /// accessible: the next slot reserved by a
+    /// [`PooledModule`](super::PooledModule) instantiation on this thread
+    /// (with its image), else a zeroed one. On error nothing is taken and
+    /// the refusal is counted.
     fn create(
         &self,
         ty: &wasmtime::MemoryType,
@@ -76,14 +80,20 @@ impl PooledMemoryCreator {
         guard: usize,
     ) -> Result<PooledLinearMemory, String> {
         let memory = self.check(ty, minimum, reserved, guard).and_then(|()| {
-            let plan = MemoryPlan {
-                ty: MemoryType::new((minimum / WASM_PAGE_SIZE) as u64, None),
-                image: None,
+            let (mut slot, plan) = match context::take(&self.pool, Shape::of(ty), minimum) {
+                Some(reserved) => reserved,
+                None => {
+                    let plan = MemoryPlan {
+                        ty: MemoryType::new((minimum / WASM_PAGE_SIZE) as u64, None),
+                        image: None,
+                    };
+                    let (slot, _maximum) = self
+                        .pool
+                        .acquire_memory(&plan)
+                        .map_err(|e| format!("instance_pool: {e}"))?;
+                    (slot, plan)
+                }
             };
-            let (mut slot, _maximum) = self
-                .pool
-                .acquire_memory(&plan)
-                .map_err(|e| format!("instance_pool: {e}"))?;
             if let Err(e) = self.pool.prepare_memory(&mut slot, &plan, minimum) {
                 self.pool.release_memory(slot, plan);
                 return Err(format!(
@@ -144,10 +154,14 @@ impl PooledMemoryCreator {
 
 // SAFETY: every memory this creator returns is a pool slot held alone by
 // the returned `PooledLinearMemory` until Wasmtime drops it: page aligned,
-// `minimum` bytes accessible and zero (a fresh or reset slot), never moving,
-// and every byte from its size up to `base + reserved + guard` faults
-// (`check` admits only the slot's own size and trailing guard; the slot
-// layer keeps every byte past the size faulting).
+// `minimum` bytes accessible, never moving, and every byte from its size up
+// to `base + reserved + guard` faults (`check` admits only the slot's own
+// size and trailing guard; the slot layer keeps every byte past the size
+// faulting). The bytes are zero (a fresh or reset slot), except in a memory
+// a `PooledModule` baked: there they are what the original module's active
+// segments would write, and the module Wasmtime runs has none for it (the
+// trait's "should be zero filled" is what makes Wasmtime's own writes
+// right; nothing relies on it for soundness).
 unsafe impl wasmtime::MemoryCreator for PooledMemoryCreator {
     fn new_memory(
         &self,

@@ -55,29 +55,100 @@
 //! - **`memory_init_cow(false)`**: Wasmtime's copy-on-write data
 //!   initialisation needs memories it mapped itself; with a custom creator
 //!   and copy-on-write on, Wasmtime 48 panics (`unreachable!`) at the first
-//!   instantiation of a module with data segments. So data segments get in
-//!   the classic way: Wasmtime copies each segment into the fresh (zeroed)
-//!   memory at instantiation. That costs a `memcpy` of the segments and a
-//!   page fault per page they touch, each instantiation; the pool's own
-//!   memfd images cannot help, because `new_memory` is not told the module.
-//!   Measured against Wasmtime's own pool, which maps the image (one run of
-//!   `benches/wasmtime`, 1 MiB memories): an instantiation with 4 KiB of
-//!   data takes 2.72x as long, with 64 KiB 3.11x, with 512 KiB 56.17x (180
-//!   against 3.2 µs); the copy-on-write side pays its page faults later,
-//!   when the data is read. Modules with more than a few KiB of data are better
-//!   served by Wasmtime's pooling allocator; request handlers with a few
-//!   hundred bytes of data pay little (the serve example's request is
-//!   0.88x-0.98x of Wasmtime's pool over three runs).
+//!   instantiation of a module with data segments. A plain
+//!   `wasmtime::Module` therefore gets its data the classic way: Wasmtime
+//!   copies each segment into the fresh (zeroed) memory at every
+//!   instantiation, a `memcpy` and a page fault per page touched (with 512
+//!   KiB of data, tens of times Wasmtime's own pool). A [`PooledModule`]
+//!   does not: see [Module images](#module-images).
 //!
 //! Only instances' memories (and GC heaps) come from the pool. Host memories
 //! made with `wasmtime::Memory::new` or `SharedMemory::new` do not: Wasmtime
 //! 48 makes them with its default allocator, outside the pool's limits and
 //! metrics. The errors of `new_memory` are strings in Wasmtime's trait, so a
-//! refusal (including the pool's exhaustion) reaches the embedder as a
-//! message naming the setting and value, not as a typed
-//! [`Error`](crate::Error); [`PoolMetrics`](crate::PoolMetrics) counts them
+//! refusal reaches the embedder as a message naming the setting and value,
+//! not as a typed [`Error`](crate::Error) (the pool's exhaustion is typed
+//! for instantiations through a [`PooledModule`], which take their slots
+//! before Wasmtime runs); [`PoolMetrics`](crate::PoolMetrics) counts them
 //! (`creator_refusals`), and the growths that fail in a slot
 //! (`creator_failed_grows`).
+//!
+//! # Module images
+//!
+//! `new_memory` is not told which module a memory is for, so the module
+//! type [`PooledModule`] brings its own instantiation path:
+//!
+//! ```no_run
+//! # use instance_pool::wasmtime::{PooledMemoryCreator, PooledModule};
+//! # use instance_pool::{PoolingConfig, PoolingInstanceAllocator};
+//! # let pool = PoolingInstanceAllocator::new(&PoolingConfig::default())?;
+//! # let mut config = wasmtime::Config::new();
+//! # PooledMemoryCreator::new(&pool).install(&mut config);
+//! # let engine = wasmtime::Engine::new(&config)?;
+//! # let wasm: Vec<u8> = Vec::new();
+//! let module = PooledModule::new(&pool, &engine, &wasm, wasmtime::Module::from_binary)?;
+//! let mut store = wasmtime::Store::new(&engine, ());
+//! let instance = module.instantiate(&mut store, &[])?;
+//! # Ok::<(), wasmtime::Error>(())
+//! ```
+//!
+//! - **Baking.** [`PooledModule::new`] reads the module's data segments
+//!   (with `wasmparser`) and writes every active one, in order (a later
+//!   segment overwrites an earlier one), into its memory's
+//!   [`MemoryImage`](crate::MemoryImage): a sealed memfd, one per memory
+//!   of the module, shared by all its instances. Wasmtime compiles the same
+//!   module with those segments made empty passive ones (re-encoded with
+//!   `wasm-encoder`), so segment indices, `memory.init` and `data.drop`
+//!   behave exactly as on the dropped active segments, and Wasmtime copies
+//!   nothing at instantiation.
+//! - **What qualifies.** A module is baked whole or not at all: every
+//!   active segment needs a constant offset (`i32.const`, `i64.const`) into
+//!   a memory the module defines, unshared, of 64 KiB pages, in bounds of
+//!   its minimum; the images may not hold more than 16 MiB unless the data
+//!   fills half of them (Wasmtime's own rule); and the module must not need
+//!   Wasmtime's GC heap (whose request `new_memory` could not tell from a
+//!   memory's). Anything else (a `global.get` offset, an imported memory, a
+//!   segment out of bounds) is compiled unchanged and instantiated with
+//!   exactly Wasmtime's result, a trap part-way included;
+//!   [`PooledModule::fallback_reason`] says why.
+//! - **Slots first.** Each instantiate call takes a slot for each memory
+//!   the module defines (preferring warm slots that hold the same image,
+//!   so a repeat instantiation maps nothing; `images_reused` counts it),
+//!   then runs Wasmtime with them as its thread's current reservation (the
+//!   async calls set it around every poll of Wasmtime's future).
+//!   `new_memory` takes the next slot from there, with its image; a memory
+//!   made outside such a call gets a zeroed slot, as before. Slots
+//!   Wasmtime did not take (it failed before making the memory) go back to
+//!   the pool at once, waking waiters.
+//! - **Waiting.** [`PooledModule::instantiate_async`] waits for the slots
+//!   in the pool's admission queue, first come first served, up to the
+//!   pool's `admission_timeout` (or a timeout of its own); at the deadline
+//!   it fails with [`Error::PoolExhausted`](crate::Error::PoolExhausted)
+//!   inside the `wasmtime::Error` (`downcast_ref` finds it). The slots are
+//!   taken before Wasmtime runs, so its limiter is asked only once the
+//!   wait is over. A GC heap's slot is not waited for.
+//! - **Embedder images.** [`PooledModule::with_image`] starts a memory
+//!   from an image of the embedder's own instead of the module's data (its
+//!   size checked against the memory's minimum); [`snapshot`] makes one
+//!   from a live instance's memory.
+//! - **Costs.** Against Wasmtime's own pool, which maps its image the same
+//!   way (one run of `benches/wasmtime`: 1 MiB memories, the serve
+//!   example's settings of `mprotect` and 256 KiB kept resident on both
+//!   sides), an instantiation and drop with 4 KiB, 64 KiB and 512 KiB of
+//!   data takes 1.77x, 1.75x and 2.40x as long (5.38 against 2.24 µs at
+//!   512 KiB); with one byte of every data page read after it, 1.84x,
+//!   1.88x and 5.50x. A plain `wasmtime::Module` on the same pool (data
+//!   copied in) takes 2.26x, 3.92x and 60.57x. What is left is the pool's
+//!   reset rather than the image: past `memory_keep_resident` it discards
+//!   the memory and makes it inaccessible, so each instantiation opens it
+//!   again (two `mprotect`) and a tenant reading the image there faults
+//!   its pages in again, where Wasmtime's pool (with `pagemap_scan`)
+//!   leaves pages nobody wrote alone. With `memory_keep_resident` of the
+//!   whole slot (a reset then writes back only the written pages) the
+//!   same rows take 1.01x, 1.38x and 1.24x, and 1.52x, 1.06x and 1.09x
+//!   with the reads; the rest is the on-demand path Wasmtime takes with a
+//!   `MemoryCreator` (a boxed memory and future per memory) and the
+//!   reservation's bookkeeping.
 //!
 //! # Settings made after `install` that the creator cannot see
 //!
@@ -125,8 +196,12 @@
 //! slot layer's invariants, so the `unsafe impl`s here rest on it and this
 //! module has no `unsafe` block of its own.
 
+mod bake;
+mod context;
 mod memory;
+mod module;
 mod stack;
 
 pub use memory::{PooledLinearMemory, PooledMemoryCreator};
+pub use module::{PooledModule, snapshot};
 pub use stack::{PooledStackCreator, PooledStackMemory};

@@ -3,7 +3,7 @@
 
 use super::config::{Shape, small};
 use instance_pool::PoolingInstanceAllocator;
-use instance_pool::wasmtime::PooledMemoryCreator;
+use instance_pool::wasmtime::{PooledMemoryCreator, PooledModule};
 use wasmtime::{Engine, Instance, Module, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
 /// One page of memory (at most `SLOT_PAGES`), a data segment, and the
@@ -75,4 +75,41 @@ pub fn assert_out_of_bounds(r: wasmtime::Result<i32>, what: &str) {
         Some(&Trap::MemoryOutOfBounds),
         "{what}: {err:?}"
     );
+}
+
+/// Two pages; segments out of order and overlapping ("ERR" after "first":
+/// "fiERR" at 0x100).
+pub const PROBE: &str = r#"
+(module
+  (memory (export "memory") 2 16)
+  (data (i32.const 0x10000) "page one")
+  (data (i32.const 0x100) "first")
+  (data (i32.const 0x102) "ERR")
+  (func (export "store8") (param i32 i32) (i32.store8 (local.get 0) (local.get 1)))
+  (func (export "load8") (param i32) (result i32) (i32.load8_u (local.get 0)))
+  (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+  (func (export "fill") (param $v i32)
+    (memory.fill (i32.const 0) (local.get $v)
+      (i32.mul (memory.size) (i32.const 65536)))))
+"#;
+
+/// What `PROBE`'s memory holds after instantiation.
+pub fn probe_bytes() -> Vec<u8> {
+    let mut m = vec![0; 2 << 16];
+    m[0x100..0x105].copy_from_slice(b"fiERR");
+    m[0x10000..0x10008].copy_from_slice(b"page one");
+    m
+}
+
+pub fn wasm(wat: &str) -> Vec<u8> {
+    wat::parse_str(wat).unwrap()
+}
+
+pub fn baked(pool: &PoolingInstanceAllocator, engine: &Engine, wat: &str) -> PooledModule {
+    PooledModule::new(pool, engine, &wasm(wat), Module::from_binary).unwrap()
+}
+
+pub fn memory_bytes(store: &mut Store<()>, instance: &Instance, name: &str) -> Vec<u8> {
+    let memory = instance.get_memory(&mut *store, name).unwrap();
+    memory.data(&*store).to_vec()
 }
