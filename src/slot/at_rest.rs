@@ -11,19 +11,26 @@ use crate::sys::{Claim, SlotPtr};
 pub(crate) enum Released {
     /// Nothing left to revoke: free now.
     Ready(Claim, Parked),
-    /// `[from, to)` must still be discarded and made `PROT_NONE`.
+    /// Pages still to discard, and maybe a tail to make fault: see
+    /// [`Queued`].
     Revoke(Queued),
 }
 
-/// A released slot waiting for [`revoke`] over `[from(), to())`.
+/// A released slot waiting for its batch's revocation
+/// ([`revoke_marked`](super::revoke_marked),
+/// [`revoke_protected`](super::revoke_protected)): the pages it
+/// populated in `[keep, open)` are discarded (`written`: the next instance
+/// of the same layout reaches that part anyway, so it stays accessible, and
+/// what nobody wrote is left alone, an image's file pages above all), and
+/// the tail `[open, to)` past the layout's minimum is discarded and made to
+/// fault (marked, or `PROT_NONE`).
 #[derive(Debug)]
 pub(crate) struct Queued {
     pub(super) slot: MemorySlot,
     pub(super) keep: usize,
-    /// With guard markers: `[keep, open)` is only discarded (the next
-    /// instance of the same layout reaches it anyway), `[open, to)` also
-    /// marked. Without: `keep`.
     pub(super) open: usize,
+    /// Runs `(offset, len)` of `[keep, open)` to discard.
+    pub(super) written: Vec<(usize, usize)>,
 }
 
 impl Queued {
@@ -47,19 +54,19 @@ impl Queued {
         self.slot.capacity + self.slot.guard
     }
 
-    /// Offset where the range to revoke starts.
+    /// Where the tail to make fault starts.
     pub fn from(&self) -> usize {
-        self.keep
+        self.open
     }
 
-    /// Offset where the range to revoke ends.
+    /// Where the tail to make fault ends.
     pub fn to(&self) -> usize {
         self.slot.accessible
     }
 
-    /// Offset where guard markers start (with guard markers only).
-    pub fn mark_from(&self) -> usize {
-        self.open
+    /// Runs before the tail to discard only.
+    pub fn written(&self) -> &[(usize, usize)] {
+        &self.written
     }
 
     /// The batch holding this slot was revoked (`ok`), or failed: then the
@@ -111,25 +118,23 @@ impl MemorySlot {
         }
         let keep = self.kept(keep_resident, plan);
         self.restore(0, keep);
-        if self.accessible > keep {
-            // With markers, what the next instance of this layout reaches
-            // anyway is only discarded, not marked: marking costs a
-            // page-table entry per page, and an image's whole minimum would
-            // be marked and unmarked again on every cycle.
-            let open = if self.mode.markers {
-                plan.ty.min_bytes().min(self.accessible).max(keep)
-            } else {
-                keep
-            };
-            Released::Revoke(Queued {
-                slot: self,
-                keep,
-                open,
-            })
-        } else {
+        // What the next instance of this layout reaches anyway stays
+        // accessible, only its populated pages discarded: making it fault
+        // costs a page-table entry a page with markers, and with `mprotect`
+        // a TLB flush now and a widening at the next instantiation, and an
+        // image's pages would be faulted in again by every tenant.
+        let open = plan.ty.min_bytes().min(self.accessible).max(keep);
+        let written = self.populated(keep, open);
+        if written.is_empty() && open >= self.accessible {
             let (claim, parked) = self.park(keep);
-            Released::Ready(claim, parked)
+            return Released::Ready(claim, parked);
         }
+        Released::Revoke(Queued {
+            slot: self,
+            keep,
+            open,
+            written,
+        })
     }
 
     /// What a pool keeps of a free slot, and the claim to give back to

@@ -67,26 +67,7 @@ impl MemorySlot {
             .map_or(0, |i| i.mapped_len())
             .clamp(from, to);
         if self.mode.dirty_scan && (mapped_end > from || to - from > SCAN_MIN) {
-            let mut scan = |written: &mut sys::WrittenPages| {
-                let r = sys::written_pages(
-                    // SAFETY: `from < to <= accessible <= capacity`.
-                    unsafe { self.base.add(from) },
-                    to - from,
-                    written,
-                );
-                if r.is_ok() {
-                    for &(off, len) in &written.runs {
-                        self.write_back(from + off, (from + off + len).min(to));
-                    }
-                }
-                r
-            };
-            // During thread exit (a store kept in a `thread_local!` and
-            // dropped there) this thread's buffer may be gone already:
-            // `with` would abort the process, so scan into a fresh one.
-            let scanned = WRITTEN
-                .try_with(|w| scan(&mut w.borrow_mut()))
-                .unwrap_or_else(|_| scan(&mut sys::WrittenPages::default()));
+            let scanned = self.scan(from, to, |slot, off, len| slot.write_back(off, off + len));
             if scanned.is_ok() {
                 return;
             }
@@ -100,6 +81,49 @@ impl MemorySlot {
             }
         }
         self.write_back(mapped_end, to);
+    }
+
+    /// Runs `(offset, len)` of `[from, to)` whose pages the tenant populated
+    /// (see [`restore`](Self::restore)), to discard; all of it when the
+    /// kernel cannot tell.
+    pub(super) fn populated(&mut self, from: usize, to: usize) -> Vec<(usize, usize)> {
+        if from >= to {
+            return Vec::new();
+        }
+        if self.mode.dirty_scan {
+            let mut runs = Vec::new();
+            let scanned = self.scan(from, to, |_, off, len| runs.push((off, len)));
+            if scanned.is_ok() {
+                return runs;
+            }
+        }
+        vec![(from, to - from)]
+    }
+
+    /// Calls `found(self, offset, len)` for each run of `[from, to)` the tenant
+    /// wrote, offsets from byte 0, in order (`PAGEMAP_SCAN`).
+    fn scan(
+        &mut self,
+        from: usize,
+        to: usize,
+        mut found: impl FnMut(&mut Self, usize, usize),
+    ) -> io::Result<()> {
+        let mut scan = |written: &mut sys::WrittenPages| {
+            // SAFETY: `from < to <= accessible <= capacity`.
+            let r = sys::written_pages(unsafe { self.base.add(from) }, to - from, written);
+            if r.is_ok() {
+                for &(off, len) in &written.runs {
+                    found(self, from + off, len.min(to - from - off));
+                }
+            }
+            r
+        };
+        // During thread exit (a store kept in a `thread_local!` and dropped
+        // there) this thread's buffer may be gone already: `with` would
+        // abort the process, so scan into a fresh one.
+        WRITTEN
+            .try_with(|w| scan(&mut w.borrow_mut()))
+            .unwrap_or_else(|_| scan(&mut sys::WrittenPages::default()))
     }
 
     /// Writes the image's bytes over `[from, to)` where it covers, zeroes

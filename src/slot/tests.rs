@@ -154,7 +154,7 @@ fn release_past_keep_resident_queues_the_rest_for_revocation() {
     assert!(kept.iter().all(|&b| b == 0));
 
     let mut back = None;
-    revoke_protected(vec![q], |claim, parked| back = Some((claim, parked)));
+    revoke_protected(vec![q], false, |claim, parked| back = Some((claim, parked)));
     let (index, parked) = slab.back(back.unwrap());
     assert_eq!(parked.resident, PAGE);
     let mut slot = slab.slot(index, parked);

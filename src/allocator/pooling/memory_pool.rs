@@ -50,8 +50,8 @@ pub(crate) struct MemoryPool {
     in_use: AtomicU32,
     /// How every slot is protected and reset.
     mode: SlotMode,
-    /// Batches go through `process_madvise`: only guard-marker batches
-    /// of more than one slot do (an `mprotect` run is one merged range).
+    /// Batches' discards go through `process_madvise` (batches of more
+    /// than one slot, where the kernel has it).
     batched: bool,
 }
 
@@ -90,7 +90,7 @@ impl MemoryPool {
                 dense,
                 dirty_scan: config.dirty_page_scan && sys::features().pagemap_scan,
             },
-            batched: markers && config.decommit_batch_size > 1 && sys::features().process_madvise,
+            batched: config.decommit_batch_size > 1 && sys::features().process_madvise,
         })
     }
 
@@ -216,7 +216,7 @@ impl MemoryPool {
         if self.mode.markers {
             slot::revoke_marked(batch, self.batched, done);
         } else {
-            slot::revoke_protected(batch, done);
+            slot::revoke_protected(batch, self.batched, done);
         }
     }
 

@@ -55,10 +55,10 @@ pub struct PoolMetrics {
     /// How bytes past a memory's size fault in this pool: `GuardMarkers`
     /// or `Mprotect` (never `Auto`: the choice made at creation).
     pub memory_protection: MemoryProtection,
-    /// Whether a batch of revocations is one `process_madvise` per advice
-    /// (else one `madvise` per range). Only guard-marker pools with a
-    /// `decommit_batch_size` above 1, on a kernel that has it, do this; an
-    /// `mprotect` pool merges a batch's neighbours into ranges instead.
+    /// Whether a batch of revocations discards its pages with one
+    /// `process_madvise` (and, with guard markers, marks with another;
+    /// else one `madvise` per range). Pools with a `decommit_batch_size`
+    /// above 1, on a kernel that has it, do this.
     pub batched_revocation: bool,
     /// Whether resets write back only the pages tenants wrote
     /// (`PAGEMAP_SCAN`).
