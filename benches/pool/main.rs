@@ -12,8 +12,8 @@
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
 use instance_pool::{
     InstanceAllocator, InstanceLayout, MemoryImage, MemoryLayout, MemoryProtection, MemoryType,
-    OnDemandInstanceAllocator, PoolingConfig, PoolingInstanceAllocator, Store, StoreLimits,
-    TableType, WASM_PAGE_SIZE,
+    OnDemandInstanceAllocator, PoolingConfig, PoolingInstanceAllocator, StackPool, StackPoolConfig,
+    Store, StoreLimits, TableType, WASM_PAGE_SIZE,
 };
 use std::hint::black_box;
 use std::sync::Arc;
@@ -411,19 +411,29 @@ fn pool_new(c: &mut Criterion) {
             b.iter(|| drop(black_box(PoolingInstanceAllocator::new(&config).unwrap())))
         });
     }
-    // The dense layout: 100,000 slots of 128 KiB + 64 KiB guard, tables of
-    // 100 elements; nothing is done per slot until a slot is first used.
-    let mut config = PoolingConfig::default();
-    config
-        .total_instances(100_000)
-        .total_memories(100_000)
-        .total_tables(100_000)
-        .table_elements(100)
-        .max_memory_size(2 * WASM_PAGE_SIZE)
-        .memory_guard_size(64 * KIB)
-        .memory_layout(MemoryLayout::Dense);
-    g.bench_function("dense_100000", |b| {
-        b.iter(|| drop(black_box(PoolingInstanceAllocator::new(&config).unwrap())))
+    // The dense layout: 100,000 and 1,000,000 slots of 128 KiB + 64 KiB
+    // guard, tables of 100 elements; nothing is done per slot until a slot
+    // is first used, so a million slots cost what 100,000 do.
+    for slots in [100_000u32, 1_000_000] {
+        let mut config = PoolingConfig::default();
+        config
+            .total_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots)
+            .table_elements(100)
+            .max_memory_size(2 * WASM_PAGE_SIZE)
+            .memory_guard_size(64 * KIB)
+            .memory_layout(MemoryLayout::Dense);
+        g.bench_function(format!("dense_{slots}"), |b| {
+            b.iter(|| drop(black_box(PoolingInstanceAllocator::new(&config).unwrap())))
+        });
+    }
+    // A million fiber stacks of 128 KiB + a guard page (a million live
+    // async Wasmtime stores hold one each): the same, per stack.
+    let mut config = StackPoolConfig::default();
+    config.total_stacks(1_000_000).stack_size(128 * KIB);
+    g.bench_function("stacks_1000000", |b| {
+        b.iter(|| drop(black_box(StackPool::new(&config).unwrap())))
     });
     g.finish();
 }

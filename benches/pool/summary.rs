@@ -214,12 +214,27 @@ pub fn summary(since: SystemTime) {
             None,
         ));
     }
-    if let Some(ns) = t("pool_new/dense_100000") {
-        let met = if ns < 1e7 { "met" } else { "MISSED" };
-        lines.push(format!(
-            "| pool_new: new + drop, 100000 dense slots of 128 KiB + 64 KiB guard | **{}** (target < 10 ms: {met}) | |",
-            fmt_time(ns)
-        ));
+    for (id, what) in [
+        (
+            "dense_100000",
+            "100000 dense slots of 128 KiB + 64 KiB guard",
+        ),
+        (
+            "dense_1000000",
+            "1000000 dense slots of 128 KiB + 64 KiB guard",
+        ),
+        (
+            "stacks_1000000",
+            "StackPool of 1000000 stacks of 128 KiB + a guard page",
+        ),
+    ] {
+        if let Some(ns) = t(&format!("pool_new/{id}")) {
+            let met = if ns < 1e7 { "met" } else { "MISSED" };
+            lines.push(format!(
+                "| pool_new: new + drop, {what} | **{}** (target < 10 ms: {met}) | |",
+                fmt_time(ns)
+            ));
+        }
     }
     for name in ["4KiB", "1MiB", "16MiB"] {
         lines.extend(ratio(

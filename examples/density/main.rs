@@ -6,6 +6,9 @@
 //! cargo run --release --example density                  # ~10 s, safe defaults
 //! cargo run --release --example density -- --tenants 5000 --threads 2 \
 //!     --seconds 20 --image-size 1M --keep-resident 64K --out density.svg
+//! cargo run --release --features wasmtime-examples --example density -- \
+//!     --engine wasmtime --layout dense --tenants 1000000 --max-pages 2 \
+//!     --seconds 60 --backend both --out density.svg
 //! ```
 //!
 //! The window fills slowly: during the first half of the run the number of
@@ -13,103 +16,143 @@
 //! the second half, so latency can be read against the number of live
 //! tenants (the table at the end, and the chart with `--out`).
 //!
-//! A tenant's request: new store with a `StoreLimits` limiter, instantiate a
-//! memory (the image, 159 pages of room to grow) and a table (10..=100
-//! elements), grow the memory by a page, write a byte at offset 70,000, set
-//! a table element; the store then stays live until the window evicts it.
+//! A synthetic tenant (`--engine synthetic`, the default): new store with a
+//! `StoreLimits` limiter, instantiate a memory (the image, 159 pages of room
+//! to grow) and a table (10..=100 elements), grow the memory by a page, write
+//! a byte at offset 70,000, set a table element; the store then stays live
+//! until the window evicts it. A Wasmtime tenant (`--engine wasmtime`): see
+//! `wasm.rs`.
 //!
-//! Files: `worker.rs` (a thread's window and latency histograms),
-//! `report.rs` (the summary tables), `chart.rs` (`--out`), and the byte
-//! sizes and seconds shared with the other example in `../common`.
+//! Files: `worker.rs` (a thread's window and latency histograms), `run.rs`
+//! (one backend's run), `synthetic.rs` and `wasm.rs` (the two engines),
+//! `child.rs` (a backend run in a child process), `report.rs` (the summary
+//! tables), `chart.rs` (`--out`), and the byte sizes and seconds shared with
+//! the other example in `../common`.
 
 mod chart;
+mod child;
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../common/lines.rs"]
 mod lines;
 mod metrics;
 mod report;
+mod run;
+mod synthetic;
+#[cfg(feature = "wasmtime-examples")]
+mod wasm;
 mod worker;
 
-use clap::{CommandFactory, Parser, error::ErrorKind};
-use indicatif::{ProgressBar, ProgressStyle};
-use instance_pool::{
-    InstanceLayout, MemoryImage, MemoryLayout, MemoryProtection, MemoryType,
-    OnDemandInstanceAllocator, PoolingConfig, PoolingInstanceAllocator, StoreLimitsBuilder,
-    TableType, WASM_PAGE_SIZE,
-};
-use report::{Measured, Probe};
+use clap::{CommandFactory, Parser, ValueEnum, error::ErrorKind};
+use instance_pool::{MemoryLayout, MemoryProtection, PoolingConfig, WASM_PAGE_SIZE};
+use report::BackendRun;
+use run::{Options, Progress};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
-use worker::{Plan, Shared, WorkerStats};
+use std::time::Duration;
 
 /// A density run: many short-lived tenants share one pool, every
 /// instantiation timed; ends with instantiations/s, latency percentiles,
 /// RSS and kernel mappings per live tenant, and the pool's metrics.
 #[derive(Debug, Parser)]
-#[command(name = "density")]
-struct Args {
+#[command(name = "density", args_override_self = true)]
+pub struct Args {
     /// Live tenants kept at once, a rolling window shared out over the
     /// threads (the pool has exactly this many instance, memory and table
     /// slots)
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..))]
-    tenants: u32,
+    pub tenants: u32,
     /// Worker threads, each with its own stores (by default the number of
     /// cores, at most 2)
     #[arg(long, value_name = "N", default_value_t = default_threads())]
-    threads: usize,
+    pub threads: usize,
     /// How long to run, in seconds (the window fills during the first half)
     #[arg(long, value_name = "S", default_value = "10", value_parser = common::parse_seconds)]
-    seconds: Duration,
-    /// Memory image size (K/M/G suffixes ok: 64K, 1MiB)
+    pub seconds: Duration,
+    /// What a tenant is: synthetic (this crate's Store: a memory and a
+    /// table, used from Rust) or wasmtime (a wasmtime::Store with an
+    /// instance of a small module whose function grows its memory and
+    /// writes; needs the wasmtime-examples feature)
+    #[arg(long, value_enum, default_value_t = Engine::Synthetic)]
+    pub engine: Engine,
+    /// Where memories come from: pool (this crate's, in this process),
+    /// wasmtime-pooling (Wasmtime's pooling allocator with the same slot
+    /// size, guard and counts, in a child process: past the kernel's
+    /// mapping limit it can take its process down), or both, one after the
+    /// other, side by side in the report and on the --out chart
+    #[arg(long, value_enum, default_value_t = Backend::Pool)]
+    pub backend: Backend,
+    /// With --engine wasmtime: instantiate and call on fiber stacks
+    /// (instantiate_async, call_async), from this crate's StackPool or
+    /// Wasmtime's stack pool, one per live store
+    #[arg(long = "async")]
+    pub async_calls: bool,
+    /// Memory image size (K/M/G suffixes ok: 64K, 1MiB); with --engine
+    /// wasmtime, the module's data segment (at most 64K)
     #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = common::parse_bytes)]
-    image_size: usize,
+    pub image_size: usize,
     /// memory_keep_resident and table_keep_resident of the pool (0, the
     /// pool's default: released pages are discarded; a multiple of the host
     /// page)
     #[arg(long, value_name = "BYTES", default_value = "0",
           value_parser = common::parse_page_multiple)]
-    keep_resident: usize,
+    pub keep_resident: usize,
     /// How the pool makes bytes past a memory's size fault: auto (guard
     /// markers where the kernel has them), guard-markers or mprotect
     #[arg(long, value_name = "HOW", default_value = "auto", value_parser = parse_protection)]
-    protection: MemoryProtection,
+    pub protection: MemoryProtection,
     /// Where the pool's memory slots live: guarded (PROT_NONE slab, up to
     /// 3 kernel mappings per live tenant) or dense (one read-write slab
     /// protected by guard markers, a constant number of mappings)
     #[arg(long, value_name = "LAYOUT", default_value = "guarded", value_parser = parse_layout)]
-    layout: MemoryLayout,
+    pub layout: MemoryLayout,
     /// The memory's maximum in wasm pages (a tenant grows by one page);
     /// also the slot size of the dense layout
     #[arg(long, value_name = "N", default_value_t = 160,
           value_parser = clap::value_parser!(u32).range(2..=65536))]
-    max_pages: u32,
+    pub max_pages: u32,
     /// memory_guard_size (default: 32 MiB guarded, 64 KiB dense)
     #[arg(long, value_name = "BYTES", value_parser = common::parse_page_multiple)]
-    guard: Option<usize>,
+    pub guard: Option<usize>,
     /// decommit_batch_size of the pool: released memories revoked together
     /// (default: the pool's)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    batch: Option<u32>,
+    pub batch: Option<u32>,
     /// Use OnDemandInstanceAllocator instead of the pool (the baseline: an
-    /// mmap per memory)
+    /// mmap per memory; synthetic tenants only)
     #[arg(long)]
-    on_demand: bool,
+    pub on_demand: bool,
     /// Also write a chart of latency percentiles against live tenants
+    /// (every backend of the run on it)
     #[arg(long, value_name = "FILE.svg")]
-    out: Option<PathBuf>,
+    pub out: Option<PathBuf>,
     /// Serve the pool's metrics (Prometheus text format) on
     /// http://127.0.0.1:PORT/metrics while the run goes on (0: any free
     /// port, printed at the start)
     #[arg(long, value_name = "PORT")]
-    metrics_port: Option<u16>,
+    pub metrics_port: Option<u16>,
     /// Fetch /metrics once from that server a second into the run, and
     /// print it (with --metrics-port)
     #[arg(long, requires = "metrics_port")]
-    scrape: bool,
+    pub scrape: bool,
+    /// Run the one backend of --backend in this process and report to the
+    /// parent on stdout (how a backend runs in a child process)
+    #[arg(long, hide = true)]
+    pub child: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    Synthetic,
+    Wasmtime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Pool,
+    WasmtimePooling,
+    Both,
 }
 
 fn parse_layout(s: &str) -> Result<MemoryLayout, String> {
@@ -131,7 +174,7 @@ fn parse_protection(s: &str) -> Result<MemoryProtection, String> {
     }
 }
 
-fn cores() -> usize {
+pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -139,9 +182,20 @@ fn default_threads() -> usize {
     cores().min(2)
 }
 
+const WASMTIME_FEATURE: &str = "--engine wasmtime needs the wasmtime-examples feature: \
+     cargo run --release --features wasmtime-examples --example density -- --engine wasmtime ...";
+
 impl Args {
-    fn tenants(&self) -> usize {
+    pub fn tenants(&self) -> usize {
         self.tenants as usize
+    }
+
+    /// The backends to run, in order.
+    fn backends(&self) -> Vec<Backend> {
+        match self.backend {
+            Backend::Both => vec![Backend::Pool, Backend::WasmtimePooling],
+            one => vec![one],
+        }
     }
 
     /// What one flag's parser cannot see.
@@ -158,214 +212,134 @@ impl Args {
                 self.image_size
             ));
         }
+        let wasmtime = self.engine == Engine::Wasmtime;
+        if wasmtime && !cfg!(feature = "wasmtime-examples") {
+            return Err(WASMTIME_FEATURE.into());
+        }
+        if !wasmtime && self.backend != Backend::Pool {
+            return Err(
+                "--backend wasmtime-pooling and both run Wasmtime instances: add --engine wasmtime"
+                    .into(),
+            );
+        }
+        if !wasmtime && self.async_calls {
+            return Err("--async is for Wasmtime instances: add --engine wasmtime".into());
+        }
+        if wasmtime && self.on_demand {
+            return Err("--on-demand is the synthetic tenants' baseline; with --engine wasmtime, compare --backend wasmtime-pooling".into());
+        }
+        if wasmtime && self.image_size > WASM_PAGE_SIZE {
+            return Err(format!(
+                "with --engine wasmtime, --image-size is the data segment in the module's first page: at most 64K, got {}",
+                self.image_size
+            ));
+        }
+        // A child gets its parent's flags; it serves no metrics.
+        let pool_here = !self.on_demand && self.backend != Backend::WasmtimePooling;
+        if self.metrics_port.is_some() && !self.child && !pool_here {
+            return Err("--metrics-port serves this crate's pool: not with --on-demand or --backend wasmtime-pooling".into());
+        }
+        if self.child && self.backend == Backend::Both {
+            return Err("--child runs one backend".into());
+        }
         Ok(())
+    }
+
+    /// The run settings of [`run::measure`].
+    fn options(&self, progress: Progress) -> Options {
+        Options {
+            threads: self.threads,
+            tenants: self.tenants(),
+            seconds: self.seconds,
+            progress,
+            metrics_port: self.metrics_port.filter(|_| progress == Progress::Bar),
+            scrape: self.scrape,
+        }
+    }
+}
+
+/// The crate's pool as the flags shape it: memory slots for every tenant,
+/// with the layout's geometry. Tables are the caller's to set.
+/// `--engine wasmtime` gives Wasmtime's pool the same geometry.
+pub fn pool_config(args: &Args) -> PoolingConfig {
+    let mut config = PoolingConfig::default();
+    config
+        .total_instances(args.tenants)
+        .total_memories(args.tenants)
+        .memory_keep_resident(args.keep_resident)
+        .table_keep_resident(args.keep_resident)
+        .memory_protection(args.protection)
+        .memory_layout(args.layout);
+    if let Some(batch) = args.batch {
+        config.decommit_batch_size(batch as usize);
+    }
+    if args.layout == MemoryLayout::Dense {
+        // Slots of the memory's maximum: markers cost page tables in
+        // proportion to slot + guard.
+        config
+            .max_memory_size(args.max_pages as usize * WASM_PAGE_SIZE)
+            .memory_guard_size(args.guard.unwrap_or(64 << 10));
+    } else if let Some(guard) = args.guard {
+        config.memory_guard_size(guard);
+    }
+    config
+}
+
+/// One backend's run in this process.
+pub fn run_here(args: &Args, backend: Backend, progress: Progress) -> Result<BackendRun, String> {
+    let opts = args.options(progress);
+    match args.engine {
+        Engine::Synthetic => synthetic::run(args, &opts),
+        #[cfg(feature = "wasmtime-examples")]
+        Engine::Wasmtime => wasm::run(args, backend, &opts),
+        #[cfg(not(feature = "wasmtime-examples"))]
+        Engine::Wasmtime => {
+            let _ = backend;
+            Err(WASMTIME_FEATURE.into())
+        }
     }
 }
 
 fn run(args: &Args) -> Result<(), String> {
     let tenants = args.tenants();
-    let image_pages = args.image_size.div_ceil(WASM_PAGE_SIZE) as u64;
-    let min_pages = image_pages.max(1);
-    let max_pages = (args.max_pages as u64).max(min_pages + 1);
-    let image = MemoryImage::new(&vec![7u8; args.image_size]).map_err(|e| e.to_string())?;
-    let layout = InstanceLayout::new()
-        .memory_with_image(MemoryType::new(min_pages, Some(max_pages)), image.clone())
-        .table(TableType::new(10, Some(100)));
-    let limits = StoreLimitsBuilder::new()
-        .memory_size(max_pages as usize * WASM_PAGE_SIZE)
-        .table_elements(100)
-        .build();
-
-    let before = Probe::now();
-    let pool = if args.on_demand {
-        None
-    } else {
-        let mut config = PoolingConfig::default();
-        config
-            .total_instances(args.tenants)
-            .total_memories(args.tenants)
-            .total_tables(args.tenants)
-            // The layout's table maximum: small table slots share pages.
-            .table_elements(100)
-            .memory_keep_resident(args.keep_resident)
-            .table_keep_resident(args.keep_resident)
-            .memory_protection(args.protection)
-            .memory_layout(args.layout);
-        if let Some(batch) = args.batch {
-            config.decommit_batch_size(batch as usize);
-        }
-        if args.layout == MemoryLayout::Dense {
-            // Slots of the memory's maximum: markers cost page tables in
-            // proportion to slot + guard.
-            config
-                .max_memory_size(max_pages as usize * WASM_PAGE_SIZE)
-                .memory_guard_size(args.guard.unwrap_or(64 << 10));
-        } else if let Some(guard) = args.guard {
-            config.memory_guard_size(guard);
-        }
-        Some(PoolingInstanceAllocator::new(&config).map_err(|e| format!("pool: {e}"))?)
-    };
-    let on_demand = OnDemandInstanceAllocator::default();
-    let idle = Probe::now();
-
-    let allocator_name = match &pool {
-        None => "on-demand (mmap per memory)".to_string(),
-        Some(pool) => {
-            let m = pool.metrics();
-            let c = pool.config();
-            let (slot, guard) = (c.get_max_memory_size(), c.get_memory_guard_size());
-            format!(
-                "pool: {tenants} {} slots of {} + {} guard, keep-resident {}, {}, batches of {}",
-                m.memory_layout.name(),
-                common::fmt_bytes(slot as f64),
-                common::fmt_bytes(guard as f64),
-                common::fmt_bytes(args.keep_resident as f64),
-                m.memory_protection.name(),
-                c.get_decommit_batch_size()
-            )
-        }
-    };
-    println!(
-        "density: {tenants} tenants on {} thread(s) for {} s; image {}, {allocator_name}; {} cores",
-        args.threads,
-        args.seconds.as_secs_f64(),
-        common::fmt_bytes(args.image_size as f64),
-        cores(),
-    );
-
-    let run_for = args.seconds;
-    let shared = Shared::new(args.threads);
-    let start = Instant::now();
-    let progress = ProgressBar::new(run_for.as_millis() as u64);
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed:>3} [{bar:36}] {percent:>3}% {msg}")
-            .expect("progress template")
-            .progress_chars("=> "),
-    );
-
-    let metrics = match (args.metrics_port, &pool) {
-        (Some(port), Some(_)) => {
-            let (listener, port) =
-                metrics::bind(port).map_err(|e| format!("--metrics-port: {e}"))?;
-            println!("serving http://127.0.0.1:{port}/metrics during the run");
-            Some((listener, port))
-        }
-        (Some(_), None) => return Err("--metrics-port needs the pool (not --on-demand)".into()),
-        _ => None,
-    };
-    let stop_metrics = std::sync::atomic::AtomicBool::new(false);
-
-    let (results, at_full) = std::thread::scope(|s| {
-        let metrics_port = metrics.map(|(listener, port)| {
-            let (pool, stop) = (pool.as_ref().expect("checked above"), &stop_metrics);
-            s.spawn(move || metrics::serve(listener, pool, stop));
-            port
-        });
-        let handles: Vec<_> = (0..args.threads)
-            .map(|t| {
-                // Share the window out: the first threads take the remainder.
-                let window = tenants / args.threads + usize::from(t < tenants % args.threads);
-                let plan = Plan {
-                    tenants,
-                    window,
-                    ramp: run_for / 2,
-                    run: run_for,
-                    start,
-                };
-                let (layout, limits, shared) = (&layout, &limits, &shared);
-                let (pool, on_demand) = (pool.as_ref(), &on_demand);
-                s.spawn(move || match pool {
-                    Some(pool) => worker::worker(pool, layout, limits, &plan, shared),
-                    None => worker::worker(on_demand, layout, limits, &plan, shared),
-                })
-            })
-            .collect();
-
-        let mut last = (Instant::now(), 0u64);
-        let mut scrape_at = (args.scrape).then(|| start + Duration::from_secs(1).min(run_for / 2));
-        while start.elapsed() < run_for && !shared.stop.load(Ordering::Relaxed) {
-            if let (Some(at), Some(port)) = (scrape_at, metrics_port)
-                && Instant::now() >= at
-            {
-                scrape_at = None;
-                match metrics::scrape(port) {
-                    Ok(text) => progress.suspend(|| println!("{text}")),
-                    Err(e) => progress.suspend(|| eprintln!("scrape failed: {e}")),
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-            let n = shared.instantiations.load(Ordering::Relaxed);
-            let now = Instant::now();
-            let rate = (n - last.1) as f64 / (now - last.0).as_secs_f64();
-            last = (now, n);
-            progress.set_position(start.elapsed().as_millis() as u64);
-            progress.set_message(format!(
-                "{} live, {:.0} inst/s",
-                shared.live.load(Ordering::Relaxed),
-                rate
-            ));
-        }
-        shared.full.wait();
-        let snapshot = (
-            start.elapsed(),
-            shared.live.load(Ordering::Relaxed),
-            Probe::now(),
-            pool.as_ref().map(|p| p.metrics()),
-        );
-        progress.finish_and_clear();
-        shared.release.wait();
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|h| h.join().expect("worker panicked"))
-            .collect();
-        stop_metrics.store(true, Ordering::Relaxed);
-        (results, snapshot)
-    });
-    let (elapsed, live_at_full, full, metrics_full) = at_full;
-    let mut stats = WorkerStats::new();
-    for r in results {
-        stats.merge(&r?)?;
+    let mut runs = Vec::new();
+    for backend in args.backends() {
+        let run = match backend {
+            Backend::WasmtimePooling => child::run(args, backend)?,
+            _ => run_here(args, backend, Progress::Bar)?,
+        };
+        report::backend(&run, tenants);
+        runs.push((backend, run));
     }
-    let measured = Measured {
-        threads: args.threads,
-        elapsed,
-        live_at_full,
-        peak_live: shared.peak_live.load(Ordering::Relaxed),
-        before,
-        idle,
-        full,
-        after: Probe::now(),
-    };
-
-    report::results(&stats, &measured);
-    report::by_live(&stats, tenants)?;
-    if let Some(m) = &metrics_full {
-        report::table(
-            "Pool metrics with the window full",
-            &report::metrics_rows(m),
-        );
+    if runs.len() > 1 {
+        report::side_by_side(&runs.iter().map(|r| &r.1).collect::<Vec<_>>(), tenants);
     }
-    if let Some(pool) = &pool {
-        let m = pool.metrics();
-        report::table(
-            "Pool metrics after release",
-            &report::metrics_rows(&m)
-                .into_iter()
-                .take(7)
-                .collect::<Vec<_>>(),
-        );
-    }
-
     if let Some(out) = &args.out {
+        let drawn: Vec<_> = runs
+            .iter()
+            .filter_map(|(_, r)| Some((r.name.as_str(), r.stats.as_ref()?)))
+            .collect();
+        let engine = match args.engine {
+            Engine::Synthetic if args.on_demand => "synthetic tenants, on-demand",
+            Engine::Synthetic => "synthetic tenants",
+            Engine::Wasmtime => "Wasmtime instances",
+        };
         let title = format!(
-            "instantiation latency vs live tenants ({}, {} thread(s))",
-            if args.on_demand { "on-demand" } else { "pool" },
+            "instantiation latency vs live tenants ({engine}, {} thread(s))",
             args.threads
         );
-        chart::write_chart(out, &stats.by_live, tenants, &title)?;
+        chart::write_chart(out, &drawn, tenants, &title)?;
         println!("\nwrote {}", out.display());
     }
-    Ok(())
+    // A backend in this process that did not finish fails the run; one in
+    // a child is reported, whatever became of it.
+    match runs.iter().find_map(|(b, r)| match (&r.ended, b) {
+        (report::Ended::Refused(e), Backend::Pool) => Some(e.clone()),
+        _ => None,
+    }) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -373,7 +347,12 @@ fn main() -> ExitCode {
     if let Err(e) = args.check() {
         Args::command().error(ErrorKind::ValueValidation, e).exit();
     }
-    match run(&args) {
+    let result = if args.child {
+        child::serve(&args)
+    } else {
+        run(&args)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("density: {e}");

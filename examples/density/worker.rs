@@ -2,14 +2,10 @@
 //! histograms of every instantiation and release it made.
 
 use hdrhistogram::Histogram;
-use instance_pool::{InstanceAllocator, InstanceLayout, Store, StoreLimits};
 use std::collections::VecDeque;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-/// Live-tenant buckets for latency-vs-density (the chart's x axis).
-pub const BUCKETS: usize = 20;
 
 /// Latencies in nanoseconds, 2 significant digits (1% resolution) up to a
 /// minute; a slower sample is counted as a minute.
@@ -28,6 +24,31 @@ pub fn quantile(h: &Latencies, q: f64) -> Option<u64> {
 
 fn record(h: &mut Latencies, elapsed: Duration) {
     h.saturating_record(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+}
+
+/// Lower edges of the live-tenant buckets (the by-live table and the
+/// chart's x axis): 0, then 100, 200, 500, 1,000, 2,000, 5,000 ... below
+/// `tenants`. Logarithmic, so that 1,000 live and 1,000,000 live both get
+/// a bucket of their own.
+pub fn bucket_edges(tenants: usize) -> Vec<usize> {
+    let mut edges = vec![0];
+    let mut decade = 100usize;
+    'outer: loop {
+        for m in [1, 2, 5] {
+            let edge = decade.saturating_mul(m);
+            if edge >= tenants || edge == usize::MAX {
+                break 'outer;
+            }
+            edges.push(edge);
+        }
+        decade = decade.saturating_mul(10);
+    }
+    edges
+}
+
+/// The bucket of `live` among `edges`.
+pub fn bucket_of(edges: &[usize], live: usize) -> usize {
+    edges.partition_point(|&e| e <= live).saturating_sub(1)
 }
 
 /// What every worker shares.
@@ -57,19 +78,19 @@ impl Shared {
 
 /// One worker's results, or all workers' once merged.
 pub struct WorkerStats {
-    /// Instantiation latency by live-tenant bucket.
+    /// Instantiation latency by live-tenant bucket (see [`bucket_edges`]).
     pub by_live: Vec<Latencies>,
     pub all: Latencies,
     /// Instantiations once the window was full.
     pub steady: Latencies,
-    /// Dropping a store (returning its slots).
+    /// Dropping a tenant (returning its slots).
     pub release: Latencies,
 }
 
 impl WorkerStats {
-    pub fn new() -> Self {
+    pub fn new(buckets: usize) -> Self {
         WorkerStats {
-            by_live: vec![latencies(); BUCKETS],
+            by_live: vec![latencies(); buckets],
             all: latencies(),
             steady: latencies(),
             release: latencies(),
@@ -77,6 +98,9 @@ impl WorkerStats {
     }
 
     pub fn merge(&mut self, other: &WorkerStats) -> Result<(), String> {
+        if self.by_live.len() != other.by_live.len() {
+            return Err("merging latencies of different buckets".into());
+        }
         let pairs = self.by_live.iter_mut().zip(&other.by_live).chain([
             (&mut self.all, &other.all),
             (&mut self.steady, &other.steady),
@@ -89,6 +113,15 @@ impl WorkerStats {
     }
 }
 
+/// What a worker makes live: the synthetic tenants or Wasmtime instances.
+pub trait Tenants: Sync {
+    type Tenant;
+    /// A new tenant, instantiated: the part that is timed.
+    fn instantiate(&self) -> Result<Self::Tenant, String>;
+    /// What the tenant does once, right after (not timed).
+    fn work(&self, tenant: &mut Self::Tenant) -> Result<(), String>;
+}
+
 pub struct Plan {
     pub tenants: usize,
     pub window: usize,
@@ -97,16 +130,18 @@ pub struct Plan {
     pub start: Instant,
 }
 
-pub fn worker(
-    allocator: &impl InstanceAllocator,
-    layout: &InstanceLayout,
-    limits: &StoreLimits,
-    plan: &Plan,
-    shared: &Shared,
-) -> Result<WorkerStats, String> {
-    let mut stats = WorkerStats::new();
-    let mut window: VecDeque<Store<StoreLimits>> = VecDeque::with_capacity(plan.window);
-    let mut result = Ok(());
+/// A worker's latencies, and the error that stopped it early (an
+/// instantiation or a tenant's work that failed).
+pub struct WorkerEnd {
+    pub stats: WorkerStats,
+    pub error: Option<String>,
+}
+
+pub fn worker(tenants: &impl Tenants, plan: &Plan, shared: &Shared) -> WorkerEnd {
+    let edges = bucket_edges(plan.tenants);
+    let mut stats = WorkerStats::new(edges.len());
+    let mut window = VecDeque::with_capacity(plan.window);
+    let mut error = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let elapsed = plan.start.elapsed();
         if elapsed >= plan.run {
@@ -123,51 +158,42 @@ pub fn worker(
         }
         let live_before = shared.live.load(Ordering::Relaxed);
         let t = Instant::now();
-        let mut store = Store::new(allocator, limits.clone());
-        store.limiter(|limits| limits);
-        let instance = match store.instantiate(layout) {
-            Ok(i) => i,
+        let mut tenant = match tenants.instantiate() {
+            Ok(tenant) => tenant,
             Err(e) => {
-                result = Err(format!("instantiation failed: {e}"));
+                error = Some(format!("instantiation failed: {e}"));
                 break;
             }
         };
         let took = t.elapsed();
         record(&mut stats.all, took);
-        let bucket = (live_before * BUCKETS / (plan.tenants + 1)).min(BUCKETS - 1);
-        record(&mut stats.by_live[bucket], took);
+        record(&mut stats.by_live[bucket_of(&edges, live_before)], took);
         if fill >= 1.0 {
             record(&mut stats.steady, took);
         }
         let live = shared.live.fetch_add(1, Ordering::Relaxed) + 1;
         shared.peak_live.fetch_max(live, Ordering::Relaxed);
         shared.instantiations.fetch_add(1, Ordering::Relaxed);
-
-        // The tenant's work.
-        let memory = instance.memory(&store, 0).expect("memory 0");
-        let table = instance.table(&store, 0).expect("table 0");
-        let work = memory
-            .grow(&mut store, 1)
-            .and_then(|_| table.set(&mut store, 3, 42));
-        if let Err(e) = work {
-            result = Err(format!("tenant work failed: {e}"));
+        let worked = tenants.work(&mut tenant);
+        // Live whether its work succeeded or not: it holds its slots.
+        window.push_back(tenant);
+        if let Err(e) = worked {
+            error = Some(format!("tenant work failed: {e}"));
             break;
         }
-        memory.data_mut(&mut store)[70_000] = 1;
-        window.push_back(store);
     }
-    if result.is_err() {
+    if error.is_some() {
         shared.stop.store(true, Ordering::Relaxed);
     }
     // Hold the window while the main thread measures.
     shared.full.wait();
     shared.release.wait();
     let n = window.len();
-    for store in window.drain(..) {
+    for tenant in window.drain(..) {
         let t = Instant::now();
-        drop(store);
+        drop(tenant);
         record(&mut stats.release, t.elapsed());
     }
     shared.live.fetch_sub(n, Ordering::Relaxed);
-    result.map(|()| stats)
+    WorkerEnd { stats, error }
 }
