@@ -117,14 +117,13 @@ impl MemorySlot {
             return Released::Ready(claim, parked);
         }
         let keep = self.kept(keep_resident, plan);
-        self.restore(0, keep);
         // What the next instance of this layout reaches anyway stays
         // accessible, only its populated pages discarded: making it fault
         // costs a page-table entry a page with markers, and with `mprotect`
         // a TLB flush now and a widening at the next instantiation, and an
         // image's pages would be faulted in again by every tenant.
         let open = plan.ty.min_bytes().min(self.accessible).max(keep);
-        let written = self.populated(keep, open);
+        let written = self.restore_and_find(keep, open);
         if written.is_empty() && open >= self.accessible {
             let (claim, parked) = self.park(keep);
             return Released::Ready(claim, parked);

@@ -83,21 +83,32 @@ impl MemorySlot {
         self.write_back(mapped_end, to);
     }
 
-    /// Runs `(offset, len)` of `[from, to)` whose pages the tenant populated
-    /// (see [`restore`](Self::restore)), to discard; all of it when the
-    /// kernel cannot tell.
-    pub(super) fn populated(&mut self, from: usize, to: usize) -> Vec<(usize, usize)> {
-        if from >= to {
-            return Vec::new();
-        }
-        if self.mode.dirty_scan {
-            let mut runs = Vec::new();
-            let scanned = self.scan(from, to, |_, off, len| runs.push((off, len)));
+    /// Restores `[0, keep)` ([`restore`](Self::restore)) and returns the
+    /// runs `(offset, len)` of `[keep, open)` whose pages the tenant
+    /// populated, to discard (all of it when the kernel cannot tell): with
+    /// one `PAGEMAP_SCAN` over `[0, open)` where the kernel has it.
+    pub(super) fn restore_and_find(&mut self, keep: usize, open: usize) -> Vec<(usize, usize)> {
+        let mut runs = Vec::new();
+        if self.mode.dirty_scan && open > keep {
+            let scanned = self.scan(0, open, |slot, off, len| {
+                if off < keep {
+                    slot.write_back(off, (off + len).min(keep));
+                }
+                let (from, to) = (off.max(keep), off + len);
+                if to > from {
+                    runs.push((from, to - from));
+                }
+            });
             if scanned.is_ok() {
                 return runs;
             }
+            runs.clear();
         }
-        vec![(from, to - from)]
+        self.restore(0, keep);
+        if open > keep {
+            runs.push((keep, open - keep));
+        }
+        runs
     }
 
     /// Calls `found(self, offset, len)` for each run of `[from, to)` the tenant
