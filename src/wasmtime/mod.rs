@@ -131,24 +131,14 @@
 //!   from an image of the embedder's own instead of the module's data (its
 //!   size checked against the memory's minimum); [`snapshot`] makes one
 //!   from a live instance's memory.
-//! - **Costs.** Against Wasmtime's own pool, which maps its image the same
-//!   way (one run of `benches/wasmtime`: 1 MiB memories, the serve
-//!   example's settings of `mprotect` and 256 KiB kept resident on both
-//!   sides), an instantiation and drop with 4 KiB, 64 KiB and 512 KiB of
-//!   data takes 1.77x, 1.75x and 2.40x as long (5.38 against 2.24 µs at
-//!   512 KiB); with one byte of every data page read after it, 1.84x,
-//!   1.88x and 5.50x. A plain `wasmtime::Module` on the same pool (data
-//!   copied in) takes 2.26x, 3.92x and 60.57x. What is left is the pool's
-//!   reset rather than the image: past `memory_keep_resident` it discards
-//!   the memory and makes it inaccessible, so each instantiation opens it
-//!   again (two `mprotect`) and a tenant reading the image there faults
-//!   its pages in again, where Wasmtime's pool (with `pagemap_scan`)
-//!   leaves pages nobody wrote alone. With `memory_keep_resident` of the
-//!   whole slot (a reset then writes back only the written pages) the
-//!   same rows take 1.01x, 1.38x and 1.24x, and 1.52x, 1.06x and 1.09x
-//!   with the reads; the rest is the on-demand path Wasmtime takes with a
-//!   `MemoryCreator` (a boxed memory and future per memory) and the
-//!   reservation's bookkeeping.
+//! - **Costs.** An instantiation maps nothing when a warm slot holds the
+//!   module's image, and its release discards only the pages the tenant
+//!   wrote (the rest of the minimum stays mapped and accessible, as in
+//!   Wasmtime's own pool with `pagemap_scan`), so a module's data costs
+//!   about what it costs on Wasmtime's pooling allocator. A plain
+//!   `wasmtime::Module` on the same pool has its data copied in at every
+//!   instantiation. `benches/README.md` ("Wasmtime") has the measured
+//!   ratios.
 //!
 //! # Settings made after `install` that the creator cannot see
 //!
