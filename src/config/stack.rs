@@ -4,7 +4,7 @@ use super::MemoryProtection;
 use crate::{Error, Result, sys};
 
 /// How a [`StackPool`](crate::StackPool) is laid out, in the style of
-/// [`PoolingConfig`] (Wasmtime's `async_stack_size` and
+/// [`PoolingConfig`](super::PoolingConfig) (Wasmtime's `async_stack_size` and
 /// `async_stack_keep_resident` are the same knobs).
 ///
 /// | setter | default | meaning |
