@@ -4,7 +4,7 @@
 //! tenant never touched and pages only the previous one reached.
 
 mod common;
-use common::config::{self, MIB, SHAPES, Shape};
+use common::config::{self, ALL_SHAPES, MIB, Shape};
 use instance_pool::*;
 
 const PAGE: usize = WASM_PAGE_SIZE;
@@ -22,7 +22,7 @@ fn image_bytes(len: usize) -> Vec<u8> {
 
 #[test]
 fn every_reset_path_hands_the_next_tenant_a_fresh_memory() {
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         for dirty_page_scan in [true, false] {
             for image_len in [1, 4097, 70_000] {
                 for keep in [0, 4096, 64 << 10, 256 << 10, MIB] {

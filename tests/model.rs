@@ -81,7 +81,7 @@ fn knobs() -> impl Strategy<Value = Knobs> {
         prop::sample::select(vec![1, 2, 5]),
         prop::sample::select(vec![0, 1, 100]),
         any::<bool>(),
-        prop::sample::select(config::SHAPES.to_vec()),
+        prop::sample::select(config::ALL_SHAPES.to_vec()),
     )
         .prop_map(
             |(keep_resident, table_keep_resident, batch, max_unused_warm, guard_before, shape)| {
@@ -129,7 +129,7 @@ proptest! {
 /// the slot, release and reuse.
 #[test]
 fn model_fixed_sequence() {
-    for shape in config::SHAPES {
+    for shape in config::ALL_SHAPES {
         fixed_sequence(shape);
     }
 }

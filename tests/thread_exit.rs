@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::config::{self, SHAPES};
+use common::config::{self, ALL_SHAPES};
 use instance_pool::*;
 use std::cell::RefCell;
 use std::process::Command;
@@ -78,10 +78,10 @@ fn child(shape: config::Shape) {
 fn a_store_dropped_at_thread_exit_comes_back_reset_without_abort() {
     let test = "a_store_dropped_at_thread_exit_comes_back_reset_without_abort";
     if let Ok(name) = std::env::var(CASE_VAR) {
-        let shape = SHAPES.into_iter().find(|s| s.name() == name).unwrap();
+        let shape = ALL_SHAPES.into_iter().find(|s| s.name() == name).unwrap();
         return child(shape);
     }
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         in_child(test, shape);
     }
 }
@@ -110,10 +110,10 @@ fn in_child(test: &str, shape: config::Shape) {
 fn a_wasmtime_store_dropped_at_thread_exit_gives_its_slot_back_without_abort() {
     let test = "a_wasmtime_store_dropped_at_thread_exit_gives_its_slot_back_without_abort";
     if let Ok(name) = std::env::var(CASE_VAR) {
-        let shape = SHAPES.into_iter().find(|s| s.name() == name).unwrap();
+        let shape = ALL_SHAPES.into_iter().find(|s| s.name() == name).unwrap();
         return wasmtime_child(shape);
     }
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         in_child(test, shape);
     }
 }

@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::config::SHAPES;
-use common::jit::{PROBE, baked, engine_on, memory_bytes, pool, probe_bytes};
+use common::config::{ALL_SHAPES, SHAPES};
+use common::jit::{PROBE, baked, engine_on, memory_bytes, pool, probe_bytes, wasm};
 use instance_pool::wasmtime::PooledModule;
 use instance_pool::{Error, MemoryImage, PoolingInstanceAllocator, Resource};
 use std::future::Future;
@@ -185,7 +185,7 @@ fn a_waiting_instantiation_is_woken_when_a_wasmtime_store_drops() {
 
 #[test]
 fn an_instantiation_that_waits_in_vain_fails_with_pool_exhausted() {
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         let pool = pool(shape, 1);
         let engine = engine_on(&pool);
         let module = baked(&pool, &engine, PROBE);
@@ -204,7 +204,7 @@ fn an_instantiation_that_waits_in_vain_fails_with_pool_exhausted() {
 
 #[test]
 fn every_refusal_leaves_every_count_as_it_was() {
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         let pool = pool(shape, 1);
         let engine = engine_on(&pool);
         let module = baked(&pool, &engine, PROBE);
@@ -257,15 +257,26 @@ fn every_refusal_leaves_every_count_as_it_was() {
         );
         // An engine whose memories are not the pool's: the image would be
         // missed, so the instance is refused.
+        // On a bounds-checked pool such an engine (signals-based traps on)
+        // is refused when the module is made.
         let plain = Engine::default();
-        let elsewhere = baked(&pool, &plain, PROBE);
-        let err = elsewhere
-            .instantiate(&mut Store::new(&plain, ()), &[])
-            .unwrap_err();
-        assert!(
-            matches!(err.downcast_ref::<Error>(), Some(Error::Unsupported(_))),
-            "{err:?}"
-        );
+        let made = PooledModule::new(&pool, &plain, &wasm(PROBE), wasmtime::Module::from_binary);
+        if shape.faults_past_size() {
+            let err = made
+                .unwrap()
+                .instantiate(&mut Store::new(&plain, ()), &[])
+                .unwrap_err();
+            assert!(
+                matches!(err.downcast_ref::<Error>(), Some(Error::Unsupported(_))),
+                "{err:?}"
+            );
+        } else {
+            let err = made.unwrap_err();
+            assert!(
+                matches!(err.downcast_ref::<Error>(), Some(Error::InvalidConfig(m)) if m.contains("signals_based_traps")),
+                "{err:?}"
+            );
+        }
         // Exhaustion, at once and after a wait.
         let mut holder = Store::new(&engine, ());
         module.instantiate(&mut holder, &[]).unwrap();

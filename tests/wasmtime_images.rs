@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::config::{MIB, SHAPES, small};
+use common::config::{ALL_SHAPES, MIB, SHAPES, small};
 use common::jit::{PROBE, baked, engine_on, memory_bytes, pool, probe_bytes};
 use instance_pool::wasmtime::snapshot;
 use instance_pool::{Error, MemoryImage, MemoryLayout, PoolingInstanceAllocator};
@@ -43,7 +43,7 @@ fn trap(e: &wasmtime::Error) -> Option<Trap> {
 
 #[test]
 fn a_modules_data_is_visible_at_instantiation() {
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         let pool = pool(shape, 2);
         let engine = engine_on(&pool);
         let module = baked(&pool, &engine, PROBE);
@@ -94,7 +94,7 @@ fn a_module_that_does_not_qualify_gets_exactly_wasmtimes_result() {
                  (data (global.get $at) "x"))"#,
         ),
     ];
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         let pool = pool(shape, 2);
         let engine = engine_on(&pool);
         let theirs = wasmtime_pooling();
@@ -214,7 +214,7 @@ fn a_multi_memory_module_gets_each_memory_its_own_image() {
       (data (memory $b) (i32.const 0x10000) "b, page one")
       (data (memory $a) (i32.const 4) "in a")
       (data (memory $b) (i32.const 4) "in b"))"#;
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         let pool = pool(shape, 2);
         let engine = engine_on(&pool);
         let module = baked(&pool, &engine, wat);
@@ -236,7 +236,7 @@ fn a_multi_memory_module_gets_each_memory_its_own_image() {
 
 #[test]
 fn a_repeat_instantiation_reuses_the_warm_slot() {
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         let pool = pool(shape, 2);
         let engine = engine_on(&pool);
         let module = baked(&pool, &engine, PROBE);
@@ -264,7 +264,7 @@ fn a_repeat_instantiation_reuses_the_warm_slot() {
 
 #[test]
 fn the_next_tenant_sees_only_the_image() {
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         for keep_resident in [0, 64 << 10, MIB] {
             let mut c = small(1);
             shape.apply(&mut c).memory_keep_resident(keep_resident);
@@ -290,7 +290,7 @@ fn the_next_tenant_sees_only_the_image() {
 
 #[test]
 fn an_embedder_image_and_a_snapshot_work() {
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         let pool = pool(shape, 2);
         let engine = engine_on(&pool);
         let module = baked(&pool, &engine, PROBE);

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::config::{GUARD, MIB, SHAPES, small};
+use common::config::{ALL_SHAPES, GUARD, MIB, SHAPES, small};
 use common::jit::{WAT, assert_out_of_bounds, call, engine_on, pool, tenant};
 use instance_pool::wasmtime::PooledMemoryCreator;
 use instance_pool::{PoolingConfig, PoolingInstanceAllocator};
@@ -17,7 +17,7 @@ use wasmtime::{Engine, Instance, Module, Store, StoreLimits};
 /// (The 4 GiB test below reaches the trailing guard itself.)
 #[test]
 fn out_of_bounds_loads_trap_on_fresh_and_reused_slots() {
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         let pool = pool(shape, 1);
         let engine = engine_on(&pool);
         let module = Module::new(&engine, WAT).unwrap();
@@ -57,7 +57,7 @@ fn out_of_bounds_loads_trap_on_fresh_and_reused_slots() {
 
 #[test]
 fn memory_grow_past_a_store_limit_returns_minus_one_and_changes_nothing() {
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         let pool = pool(shape, 2);
         let engine = engine_on(&pool);
         let module = Module::new(&engine, WAT).unwrap();
@@ -85,7 +85,7 @@ fn memory_grow_past_a_store_limit_returns_minus_one_and_changes_nothing() {
 
 #[test]
 fn bytes_written_by_one_tenant_are_never_read_by_the_next_on_the_same_slot() {
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         for keep_resident in [0, 64 << 10, MIB] {
             let mut c: PoolingConfig = small(1);
             shape.apply(&mut c).memory_keep_resident(keep_resident);
@@ -117,7 +117,7 @@ fn bytes_written_by_one_tenant_are_never_read_by_the_next_on_the_same_slot() {
 
 #[test]
 fn every_slot_is_back_in_the_pool_when_stores_drop() {
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         let pool = pool(shape, 4);
         let engine = engine_on(&pool);
         let module = Module::new(&engine, WAT).unwrap();
@@ -151,7 +151,7 @@ const UNBOUNDED: &str = r#"
 
 #[test]
 fn the_creators_refusals_and_failed_grows_are_counted() {
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         let pool = pool(shape, 1);
         let mut config = wasmtime::Config::new();
         config.wasm_custom_page_sizes(true);
@@ -219,7 +219,7 @@ fn the_creators_refusals_and_failed_grows_are_counted() {
 
 #[test]
 fn memories_the_slots_cannot_hold_are_refused_with_what_was_asked() {
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         let pool = pool(shape, 1);
         let mut config = wasmtime::Config::new();
         PooledMemoryCreator::new(&pool).install(&mut config);
@@ -314,7 +314,7 @@ fn grow_to_refuses_partial_pages_and_the_reservation_and_changes_nothing() {
     // Wasmtime never asks these (other page sizes are refused first), so
     // the creator is driven through the trait directly.
     use wasmtime::MemoryCreator;
-    for shape in SHAPES {
+    for shape in ALL_SHAPES {
         let pool = pool(shape, 1);
         let creator = PooledMemoryCreator::new(&pool);
         let ty = wasmtime::MemoryType::new(1, None);

@@ -41,6 +41,20 @@ pub enum MemoryProtection {
     GuardMarkers,
     /// `mprotect`, as Wasmtime's pooling allocator does.
     Mprotect,
+    /// For engines that check every access against the memory's current
+    /// size themselves: interpreters, and Wasmtime with
+    /// `Config::signals_based_traps(false)` (which
+    /// [`PooledMemoryCreator::install`](crate::wasmtime::PooledMemoryCreator::install)
+    /// sets for such a pool). A slot is read-write up to its capacity from
+    /// its first use, so growing and shrinking change no protection and
+    /// flush no TLB; a release writes back the pages the tenant wrote below
+    /// `memory_keep_resident` in place and discards only those it wrote
+    /// past it. The guards between slots stay and fault as in every mode:
+    /// an access past a memory's size but inside its slot does not fault,
+    /// it reads that slot's own reset bytes (zeroes or the image), never
+    /// another tenant's. Needs no kernel feature. Linear memories only: a
+    /// `StackPool` refuses it.
+    BoundsChecked,
 }
 
 impl MemoryProtection {
@@ -51,16 +65,18 @@ impl MemoryProtection {
         match self {
             MemoryProtection::Auto => available,
             MemoryProtection::GuardMarkers => true,
-            MemoryProtection::Mprotect => false,
+            MemoryProtection::Mprotect | MemoryProtection::BoundsChecked => false,
         }
     }
 
-    /// The name used in metrics: `guard_markers`, `mprotect` (or `auto`).
+    /// The name used in metrics: `guard_markers`, `mprotect`,
+    /// `bounds_checked` (or `auto`).
     pub fn name(self) -> &'static str {
         match self {
             MemoryProtection::Auto => "auto",
             MemoryProtection::GuardMarkers => "guard_markers",
             MemoryProtection::Mprotect => "mprotect",
+            MemoryProtection::BoundsChecked => "bounds_checked",
         }
     }
 }

@@ -77,6 +77,12 @@ impl StackPoolConfig {
         if self.stack_guard_size == 0 {
             return invalid("stack_guard_size must be at least one host page, got 0".into());
         }
+        if self.stack_protection == MemoryProtection::BoundsChecked {
+            return invalid(
+                "stack_protection BoundsChecked applies to linear memories only: a stack's guard must fault"
+                    .into(),
+            );
+        }
         if self.stack_protection == MemoryProtection::GuardMarkers
             && !sys::features().anon_guard_markers
         {

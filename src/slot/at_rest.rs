@@ -59,9 +59,14 @@ impl Queued {
         self.open
     }
 
-    /// Where the tail to make fault ends.
+    /// Where the tail to make fault ends: with
+    /// [`SlotMode::checked`](super::SlotMode::checked) there is none.
     pub fn to(&self) -> usize {
-        self.slot.accessible
+        if self.slot.mode.checked {
+            self.open
+        } else {
+            self.slot.accessible
+        }
     }
 
     /// Runs before the tail to discard only.
@@ -72,7 +77,9 @@ impl Queued {
     /// The batch holding this slot was revoked (`ok`), or failed: then the
     /// slot is scrubbed. Either way it can be handed out again.
     pub fn finish(mut self, ok: bool) -> (Claim, Parked) {
-        if ok {
+        if ok && self.slot.mode.checked {
+            // Open to the capacity still: nothing was made to fault.
+        } else if ok {
             self.slot.accessible = self.open;
             if !self.slot.mode.markers {
                 self.slot.rw = self.open;
@@ -96,10 +103,12 @@ impl MemorySlot {
     ///
     /// With guard markers at most `plan`'s minimum: markers cannot keep a
     /// page resident while making it fault, as `PROT_NONE` does, so what
-    /// the next instance of the same layout could not reach is revoked.
+    /// the next instance of the same layout could not reach is revoked. With
+    /// [`SlotMode::checked`](super::SlotMode::checked) nothing is made to
+    /// fault, so all of `keep_resident` is kept.
     pub(super) fn kept(&self, keep_resident: usize, plan: &MemoryPlan) -> usize {
         let keep = keep_resident.min(self.accessible);
-        if self.mode.markers {
+        if self.mode.markers && !self.mode.checked {
             keep.min(plan.ty.min_bytes())
         } else {
             keep
@@ -122,9 +131,17 @@ impl MemorySlot {
         // costs a page-table entry a page with markers, and with `mprotect`
         // a TLB flush now and a widening at the next instantiation, and an
         // image's pages would be faulted in again by every tenant.
-        let open = plan.ty.min_bytes().min(self.accessible).max(keep);
+        //
+        // With `checked` the slot stays open to its capacity, and the tenant
+        // reached no further than its largest size: pages it wrote there
+        // past `keep` are discarded, nothing is made to fault.
+        let open = if self.mode.checked {
+            self.high.min(self.accessible).max(keep)
+        } else {
+            plan.ty.min_bytes().min(self.accessible).max(keep)
+        };
         let written = self.restore_and_find(keep, open);
-        if written.is_empty() && open >= self.accessible {
+        if written.is_empty() && (self.mode.checked || open >= self.accessible) {
             let (claim, parked) = self.park(keep);
             return Released::Ready(claim, parked);
         }

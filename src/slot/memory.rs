@@ -22,7 +22,11 @@ pub(crate) struct MemorySlot {
     /// The memory's size in bytes: a multiple of the wasm page, `<= accessible`
     /// except while a transition is under way.
     pub(super) size: usize,
+    /// The largest size of this tenancy: with [`SlotMode::checked`], what a
+    /// release scans (the engine kept every access below the size).
+    pub(super) high: usize,
     /// `[0, accessible)` is read-write and unmarked (unless `needs_scrub`).
+    /// With [`SlotMode::checked`], the whole capacity once prepared.
     pub(super) accessible: usize,
     /// `[0, rw)` is mapped read-write, `[rw, capacity)` `PROT_NONE`. With
     /// guard markers, `[accessible, rw)` carries a marker on every page;
@@ -76,6 +80,12 @@ pub(crate) struct SlotMode {
     /// first use; nothing is ever `mprotect`ed or file-mapped (images are
     /// copied). Implies `markers`.
     pub dense: bool,
+    /// The engine checks every access against the size
+    /// ([`MemoryProtection::BoundsChecked`](crate::MemoryProtection::BoundsChecked)):
+    /// the whole capacity is read-write from the slot's first use, resizing
+    /// changes no protection, only the guards fault (in the dense layout,
+    /// by markers on the guards alone).
+    pub checked: bool,
 }
 
 /// How an instantiation got its image in place.
@@ -108,6 +118,7 @@ impl MemorySlot {
             capacity,
             guard,
             size: 0,
+            high: 0,
             accessible: 0,
             rw: 0,
             mode: SlotMode::default(),
@@ -142,6 +153,7 @@ impl MemorySlot {
             capacity,
             guard,
             size: 0,
+            high: 0,
             accessible: p.accessible,
             rw: p.rw,
             mode,
@@ -207,7 +219,11 @@ impl MemorySlot {
             .filter(|i| i.is_mapped() && !self.mode.dense);
         let same = self.image.as_ref().map(|i| i.id()) == want.map(|i| i.id());
         let mut work = ImageWork::None;
-        if !same && self.mode.markers {
+        if !same && self.mode.checked {
+            // Everything open goes: the old image's pages and the bytes a
+            // reset kept (its copy of the image among them).
+            self.remap(self.accessible)?;
+        } else if !same && self.mode.markers {
             // Markers and the old image's pages go with one remap of the part
             // tenants have reached.
             self.remap(self.rw)?;
@@ -239,6 +255,12 @@ impl MemorySlot {
         } else if want.is_some() {
             work = ImageWork::Reused;
         }
+        if self.mode.checked && self.accessible < self.capacity {
+            // Open to the capacity, once per slot (or per image change): one
+            // `mprotect` adding access, no TLB flush.
+            self.widen(self.capacity)?;
+            self.accessible = self.capacity;
+        }
         self.resize(size)?;
         if let Some(img) = plan.image.as_ref().filter(|i| self.copies(i)) {
             self.bytes_mut()[..img.len()].copy_from_slice(img.bytes());
@@ -254,14 +276,21 @@ impl MemorySlot {
 
     /// A dense slot's first use (or first after a scrub): marks the whole
     /// slot and its guards, since its slab is read-write everywhere.
+    /// With [`SlotMode::checked`] only the guards are marked and the whole
+    /// slot is left accessible.
     fn mark_fresh(&mut self) -> io::Result<()> {
         // SAFETY: `[base - lead, base + capacity + guard)` is this slot, its
         // guards, and nothing any tenant holds (a guard belongs to no slot).
         unsafe {
             let start = self.base.sub(self.lead);
-            sys::guard_install(start, self.lead + self.capacity + self.guard)?;
+            if self.mode.checked {
+                sys::guard_install(start, self.lead)?;
+                sys::guard_install(self.base.add(self.capacity), self.guard)?;
+            } else {
+                sys::guard_install(start, self.lead + self.capacity + self.guard)?;
+            }
         }
-        self.accessible = 0;
+        self.accessible = if self.mode.checked { self.capacity } else { 0 };
         self.rw = self.capacity;
         Ok(())
     }
@@ -275,8 +304,16 @@ impl MemorySlot {
     /// only growing past it widens the read-write part, once per high
     /// water. A shrink that fails leaves protections unknown: the slot then
     /// needs a scrub before anything writes to it.
+    ///
+    /// With [`SlotMode::checked`] the slot is open to its capacity: only the
+    /// size changes, no syscall.
     pub fn resize(&mut self, size: usize) -> io::Result<()> {
         debug_assert!(size <= self.capacity);
+        if self.mode.checked && self.accessible == self.capacity {
+            self.size = size;
+            self.high = self.high.max(size);
+            return Ok(());
+        }
         let result = if size >= self.accessible {
             self.widen(size)
         } else {
@@ -299,6 +336,7 @@ impl MemorySlot {
         result?;
         self.accessible = size;
         self.size = size;
+        self.high = self.high.max(size);
         Ok(())
     }
 

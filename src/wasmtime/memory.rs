@@ -5,7 +5,7 @@ use super::context;
 use crate::allocator::Pool;
 use crate::layout::MemoryPlan;
 use crate::slot::MemorySlot;
-use crate::{MemoryType, PoolingInstanceAllocator, WASM_PAGE_SIZE};
+use crate::{MemoryProtection, MemoryType, PoolingInstanceAllocator, WASM_PAGE_SIZE};
 use std::sync::Arc;
 
 /// A [`wasmtime::MemoryCreator`] that places every linear memory in a memory
@@ -44,6 +44,14 @@ impl PooledMemoryCreator {
     /// `max_memory_size`, a guard of its `memory_guard_size`, no moving and
     /// no reservation for growth; no copy-on-write data initialisation.
     ///
+    /// For a pool on
+    /// [`MemoryProtection::BoundsChecked`](crate::MemoryProtection::BoundsChecked)
+    /// it also turns `signals_based_traps` off, so that Wasmtime's code checks
+    /// every access against the memory's size instead of relying on the
+    /// bytes past it faulting (in such a pool they do not, up to the slot's
+    /// end). [`PooledModule::new`](super::PooledModule::new) refuses an
+    /// engine where they were turned on again.
+    ///
     /// Call it last: a later `memory_*` or `gc_heap_*` setting undoes what it
     /// set. A changed reservation or guard is refused at the first
     /// `new_memory` that sees it, with a message naming the setting; a later
@@ -63,8 +71,11 @@ impl PooledMemoryCreator {
             .gc_heap_reservation(slot as u64)
             .gc_heap_guard_size(guard as u64)
             .gc_heap_reservation_for_growth(0)
-            .gc_heap_may_move(false)
-            .with_host_memory(Arc::new(self))
+            .gc_heap_may_move(false);
+        if self.pool.memory_protection() == MemoryProtection::BoundsChecked {
+            config.signals_based_traps(false);
+        }
+        config.with_host_memory(Arc::new(self))
     }
 
     /// Checks a request against the slots and takes one, `minimum` bytes

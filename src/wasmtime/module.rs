@@ -6,7 +6,7 @@ use super::bake::{self, Shape};
 use super::context::{Reservation, Want};
 use crate::allocator::{Attempt, Pool};
 use crate::layout::MemoryPlan;
-use crate::{Error, MemoryImage, MemoryType, PoolingInstanceAllocator, Result};
+use crate::{Error, MemoryImage, MemoryProtection, MemoryType, PoolingInstanceAllocator, Result};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,6 +75,13 @@ impl PooledModule {
         wasm: &[u8],
         mut compile: impl FnMut(&Engine, &[u8]) -> wasmtime::Result<Module>,
     ) -> wasmtime::Result<PooledModule> {
+        if pool.inner.memory_protection() == MemoryProtection::BoundsChecked
+            && engine.get_signals_based_traps()
+        {
+            return Err(wasmtime::Error::new(Error::InvalidConfig(
+                "memory_protection is BoundsChecked, but the engine has signals_based_traps on: its code would rely on faults past each memory's size, which such a pool does not make (PooledMemoryCreator::install turns them off)".into(),
+            )));
+        }
         let Some(baked) = bake::bake(wasm) else {
             let module = compile(engine, wasm)?;
             return Ok(PooledModule {

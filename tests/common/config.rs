@@ -33,7 +33,37 @@ pub const SHAPES: [Shape; 3] = [
     },
 ];
 
+/// The opt-in mode for engines that check bounds themselves, on both
+/// layouts: past a memory's size nothing faults up to the slot's end, so
+/// the guard cases that expect a fault there run on [`SHAPES`] only; every
+/// other walk runs on [`ALL_SHAPES`].
+pub const CHECKED_SHAPES: [Shape; 2] = [
+    Shape {
+        layout: MemoryLayout::Guarded,
+        protection: MemoryProtection::BoundsChecked,
+    },
+    Shape {
+        layout: MemoryLayout::Dense,
+        protection: MemoryProtection::BoundsChecked,
+    },
+];
+
+/// [`SHAPES`] and [`CHECKED_SHAPES`].
+pub const ALL_SHAPES: [Shape; 5] = [
+    SHAPES[0],
+    SHAPES[1],
+    SHAPES[2],
+    CHECKED_SHAPES[0],
+    CHECKED_SHAPES[1],
+];
+
 impl Shape {
+    /// Whether accesses past a memory's size fault (all but the
+    /// bounds-checked mode).
+    pub fn faults_past_size(self) -> bool {
+        self.protection != MemoryProtection::BoundsChecked
+    }
+
     /// Sets this shape on `c`.
     pub fn apply(self, c: &mut PoolingConfig) -> &mut PoolingConfig {
         c.memory_layout(self.layout)
@@ -75,7 +105,7 @@ pub fn small(slots: u32) -> PoolingConfig {
 pub fn contract(slots: u32) -> PoolingConfig {
     let mut c = small(slots);
     if let Ok(wanted) = std::env::var("INSTANCE_POOL_TEST_SHAPE") {
-        let shape = SHAPES.iter().find(|s| s.name() == wanted);
+        let shape = ALL_SHAPES.iter().find(|s| s.name() == wanted);
         shape
             .unwrap_or_else(|| panic!("INSTANCE_POOL_TEST_SHAPE={wanted}: no such shape"))
             .apply(&mut c);

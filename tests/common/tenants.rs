@@ -59,7 +59,7 @@ const BASE_SETUPS: [Resets; 6] = [
 
 /// The reset settings every failure walk covers, on each protection.
 pub fn setups() -> Vec<Resets> {
-    config::SHAPES
+    config::ALL_SHAPES
         .iter()
         .flat_map(|&shape| BASE_SETUPS.map(|s| Resets { shape, ..s }))
         .collect()

@@ -71,6 +71,7 @@ impl MemoryPool {
                 "{count} memory slots: total_memories ({count}) x (max_memory_size ({slot_size}) + memory_guard_size ({guard_size}))"
             )
         })?;
+        let checked = config.memory_protection == MemoryProtection::BoundsChecked;
         let markers = dense
             || config
                 .memory_protection
@@ -89,6 +90,7 @@ impl MemoryPool {
                 markers,
                 dense,
                 dirty_scan: config.dirty_page_scan && sys::features().pagemap_scan,
+                checked,
             },
             batched: config.decommit_batch_size > 1 && sys::features().process_madvise,
         })
@@ -96,7 +98,9 @@ impl MemoryPool {
 
     /// The protection in force (never `Auto`).
     pub fn protection(&self) -> MemoryProtection {
-        if self.mode.markers {
+        if self.mode.checked {
+            MemoryProtection::BoundsChecked
+        } else if self.mode.markers {
             MemoryProtection::GuardMarkers
         } else {
             MemoryProtection::Mprotect
@@ -213,7 +217,9 @@ impl MemoryPool {
     /// are scrubbed.
     fn finish(&self, batch: Vec<Queued>, counters: &Counters) {
         let done = |claim, parked| self.return_slot(claim, parked, counters);
-        if self.mode.markers {
+        // Without tails (`checked`) a batch only discards: the marked path
+        // does no more.
+        if self.mode.markers || self.mode.checked {
             slot::revoke_marked(batch, self.batched, done);
         } else {
             slot::revoke_protected(batch, self.batched, done);

@@ -19,7 +19,7 @@ use crate::config::PoolingConfig;
 use crate::layout::MemoryPlan;
 use crate::slot::{ImageWork, MemorySlot, TableSlot};
 use crate::sys::{self, Slab};
-use crate::{Error, InstanceLayout, Resource, Result, TableType};
+use crate::{Error, InstanceLayout, MemoryProtection, Resource, Result, TableType};
 use memory_pool::MemoryPool;
 use metrics::Counters;
 use std::io;
@@ -283,6 +283,11 @@ impl Pool {
     #[cfg(feature = "wasmtime")]
     pub(crate) fn memory_geometry(&self) -> (usize, usize) {
         (self.memories.slot_size(), self.config.memory_guard_size)
+    }
+
+    /// The memory protection in force (never `Auto`).
+    pub(crate) fn memory_protection(&self) -> MemoryProtection {
+        self.memories.protection()
     }
 
     /// How long `instantiate_async` waits for a slot by default.
