@@ -346,3 +346,16 @@ fn grow_to_refuses_partial_pages_and_the_reservation_and_changes_nothing() {
         assert_eq!(pool.metrics().memories_in_use, 0, "{shape:?}");
     }
 }
+
+/// A bounds-checked pool makes nothing past a memory's size fault, so the
+/// engine's code must check every access: `install` turns signals-based
+/// traps off for it (and only for it).
+#[test]
+fn install_turns_signals_based_traps_off_for_a_bounds_checked_pool_only() {
+    for shape in ALL_SHAPES {
+        let pool = pool(shape, 1);
+        let engine = engine_on(&pool);
+        let expected = shape.faults_past_size();
+        assert_eq!(engine.get_signals_based_traps(), expected, "{shape:?}");
+    }
+}

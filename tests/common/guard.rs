@@ -27,6 +27,17 @@ pub enum Expect {
 /// `test` is the test's name, for `--exact`; `write` sets up a pool and
 /// returns the address to write, or panics if the setup does not hold.
 pub fn run(test: &str, expect: Expect, write: impl FnOnce() -> *mut u8) {
+    // Every case on every layout and protection that faults past the size.
+    run_on(test, expect, &config::SHAPES, write);
+}
+
+/// [`run`] on `shapes`.
+pub fn run_on(
+    test: &str,
+    expect: Expect,
+    shapes: &[config::Shape],
+    write: impl FnOnce() -> *mut u8,
+) {
     if std::env::var(CASE_VAR).as_deref() == Ok(test) {
         let ptr = write();
         println!("guard-case {test}: writing {ptr:p}");
@@ -41,8 +52,7 @@ pub fn run(test: &str, expect: Expect, write: impl FnOnce() -> *mut u8) {
         std::io::stdout().flush().unwrap();
         return;
     }
-    // Every case on every layout and protection.
-    for shape in config::SHAPES {
+    for &shape in shapes {
         check_child(test, expect, shape);
     }
 }
@@ -91,7 +101,7 @@ pub fn config(total_memories: u32) -> PoolingConfig {
     let mut c = config::small(total_memories);
     c.guard_before_memory(true);
     let wanted = std::env::var(PROTECTION_VAR).unwrap_or_default();
-    if let Some(&shape) = config::SHAPES.iter().find(|s| s.name() == wanted) {
+    if let Some(&shape) = config::ALL_SHAPES.iter().find(|s| s.name() == wanted) {
         shape.apply(&mut c);
     }
     c
