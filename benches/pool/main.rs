@@ -66,6 +66,9 @@ fn keep_pool(protection: MemoryProtection, batch: usize) -> PoolingInstanceAlloc
 
 const MARKERS: MemoryProtection = MemoryProtection::GuardMarkers;
 const MPROTECT: MemoryProtection = MemoryProtection::Mprotect;
+/// For engines that check bounds themselves: growth and release change no
+/// protection.
+const CHECKED: MemoryProtection = MemoryProtection::BoundsChecked;
 
 /// One tenant request: new store (with a limiter, as a host would have),
 /// instantiate, grow by a page, write a byte in the new page, set a table
@@ -169,6 +172,19 @@ fn cycle(c: &mut Criterion) {
     }
     drop(keep);
 
+    let checked = keep_pool(CHECKED, 1);
+    g.bench_function("pool_bounds_checked", |b| {
+        b.iter(|| tenant_cycle(&checked, &layout))
+    });
+    drop(checked);
+    let checked = pool(16, |c| {
+        c.memory_protection(CHECKED);
+    });
+    g.bench_function("pool_bounds_checked_default", |b| {
+        b.iter(|| tenant_cycle(&checked, &layout))
+    });
+    drop(checked);
+
     let default_reset = pool(16, |_| {});
     {
         let mut store = Store::new(&default_reset, StoreLimits::default());
@@ -220,6 +236,10 @@ fn cycle_threads(c: &mut Criterion) {
         c.memory_protection(MPROTECT);
     });
     let batched = batched_pool(MARKERS);
+    let checked = keep_pool(CHECKED, 1);
+    let checked_default = pool(16, |c| {
+        c.memory_protection(CHECKED);
+    });
     let on_demand = OnDemandInstanceAllocator::default();
     thread_local! {
         static RAW: std::cell::RefCell<Option<raw::Slot>> = const { std::cell::RefCell::new(None) };
@@ -230,7 +250,7 @@ fn cycle_threads(c: &mut Criterion) {
         || RAW.with_borrow_mut(|slot| slot.get_or_insert_with(|| raw::Slot::new(&bytes)).cycle());
     let marked_cycle =
         || MARKED.with_borrow_mut(|s| s.get_or_insert_with(|| raw::MarkedSlots::new(16)).cycle());
-    let rows: [(&str, &(dyn Fn() + Sync)); 12] = [
+    let rows: [(&str, &(dyn Fn() + Sync)); 14] = [
         ("pool_keep_resident", &|| tenant_cycle(&keep, &layout)),
         ("pool_keep_resident_no_grow", &|| {
             tenant_cycle_no_grow(&keep, &layout)
@@ -249,6 +269,10 @@ fn cycle_threads(c: &mut Criterion) {
             tenant_cycle(&default_mprotect, &layout)
         }),
         ("pool_batched", &|| tenant_cycle(&batched, &layout)),
+        ("pool_bounds_checked", &|| tenant_cycle(&checked, &layout)),
+        ("pool_bounds_checked_default", &|| {
+            tenant_cycle(&checked_default, &layout)
+        }),
         ("on_demand", &|| tenant_cycle(&on_demand, &layout)),
         // Each thread its own hand-written slots (made on first use).
         ("raw_memset_madvise", &raw_cycle),

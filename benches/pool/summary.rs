@@ -105,6 +105,18 @@ pub fn summary(since: SystemTime) {
             None,
         ),
         (
+            "pool_bounds_checked",
+            "pool_keep_resident_mprotect",
+            "pool+keep-resident, bounds-checked mode, costs this much of the mprotect path",
+            Some((0.3, false)),
+        ),
+        (
+            "pool_bounds_checked_default",
+            "pool_default_mprotect",
+            "pool default, bounds-checked mode, costs this much of the mprotect path",
+            None,
+        ),
+        (
             "pool_keep_resident",
             "raw_guard_markers",
             "pool+keep-resident costs this much of the raw guard-marker floor",
@@ -138,6 +150,8 @@ pub fn summary(since: SystemTime) {
         "pool_keep_resident_batched",
         "pool_keep_resident_mprotect",
         "pool_batched",
+        "pool_bounds_checked",
+        "pool_bounds_checked_default",
         "pool_default",
         "pool_default_no_grow",
         "pool_default_mprotect",
@@ -149,7 +163,7 @@ pub fn summary(since: SystemTime) {
         if let Some((r, tp1, tp2)) = scaling(name) {
             let target = match name {
                 "pool_default" => Some(1.3),
-                "pool_keep_resident_no_grow" => Some(1.8),
+                "pool_keep_resident_no_grow" | "pool_bounds_checked" => Some(1.8),
                 _ => None,
             };
             let verdict = target.map_or(String::new(), |b| {

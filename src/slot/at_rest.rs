@@ -133,14 +133,16 @@ impl MemorySlot {
         // image's pages would be faulted in again by every tenant.
         //
         // With `checked` the slot stays open to its capacity, and the tenant
-        // reached no further than its largest size: pages it wrote there
-        // past `keep` are discarded, nothing is made to fault.
-        let open = if self.mode.checked {
-            self.high.min(self.accessible).max(keep)
+        // reached no further than its largest size: only that much is
+        // scanned (the rest of `keep` is as the last reset left it), pages
+        // it wrote past `keep` are discarded, nothing is made to fault.
+        let (written, open) = if self.mode.checked {
+            let reached = self.high.min(self.accessible);
+            (self.restore_and_find(keep.min(reached), reached), reached)
         } else {
-            plan.ty.min_bytes().min(self.accessible).max(keep)
+            let open = plan.ty.min_bytes().min(self.accessible).max(keep);
+            (self.restore_and_find(keep, open), open)
         };
-        let written = self.restore_and_find(keep, open);
         if written.is_empty() && (self.mode.checked || open >= self.accessible) {
             let (claim, parked) = self.park(keep);
             return Released::Ready(claim, parked);
