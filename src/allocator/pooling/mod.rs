@@ -286,6 +286,7 @@ impl Pool {
     }
 
     /// The memory protection in force (never `Auto`).
+    #[cfg(feature = "wasmtime")]
     pub(crate) fn memory_protection(&self) -> MemoryProtection {
         self.memories.protection()
     }
