@@ -19,7 +19,7 @@ use crate::config::PoolingConfig;
 use crate::layout::MemoryPlan;
 use crate::slot::{ImageWork, MemorySlot, TableSlot};
 use crate::sys::{self, Slab};
-use crate::{Error, InstanceLayout, MemoryProtection, Resource, Result, TableType};
+use crate::{Error, InstanceLayout, Resource, Result, TableType};
 use memory_pool::MemoryPool;
 use metrics::Counters;
 use std::io;
@@ -287,7 +287,7 @@ impl Pool {
 
     /// The memory protection in force (never `Auto`).
     #[cfg(feature = "wasmtime")]
-    pub(crate) fn memory_protection(&self) -> MemoryProtection {
+    pub(crate) fn memory_protection(&self) -> crate::MemoryProtection {
         self.memories.protection()
     }
 
