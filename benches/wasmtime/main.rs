@@ -29,6 +29,7 @@
 #[path = "../../examples/serve/backend.rs"]
 #[allow(dead_code, reason = "the bench uses the backend's request path only")]
 mod backend;
+mod bounds;
 #[path = "../common/estimates.rs"]
 mod estimates;
 
@@ -300,6 +301,8 @@ fn main() {
     let since = SystemTime::now();
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c);
+    bounds::bench(&mut c);
     c.final_summary();
     summary(since);
+    bounds::summary(since);
 }
