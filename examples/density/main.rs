@@ -99,7 +99,9 @@ pub struct Args {
           value_parser = common::parse_page_multiple)]
     pub keep_resident: usize,
     /// How the pool makes bytes past a memory's size fault: auto (guard
-    /// markers where the kernel has them), guard-markers or mprotect
+    /// markers where the kernel has them), guard-markers, mprotect, or
+    /// bounds-checked (nothing past the size faults inside a slot: for
+    /// engines that check bounds; with --engine wasmtime its code does)
     #[arg(long, value_name = "HOW", default_value = "auto", value_parser = parse_protection)]
     pub protection: MemoryProtection,
     /// Where the pool's memory slots live: guarded (PROT_NONE slab, up to
@@ -168,8 +170,9 @@ fn parse_protection(s: &str) -> Result<MemoryProtection, String> {
         "auto" => Ok(MemoryProtection::Auto),
         "guard-markers" => Ok(MemoryProtection::GuardMarkers),
         "mprotect" => Ok(MemoryProtection::Mprotect),
+        "bounds-checked" => Ok(MemoryProtection::BoundsChecked),
         _ => Err(format!(
-            "expected auto, guard-markers or mprotect, got {s:?}"
+            "expected auto, guard-markers, mprotect or bounds-checked, got {s:?}"
         )),
     }
 }
