@@ -140,7 +140,7 @@ pub(crate) const FOUR_GIB: usize = 1 << 32;
 /// | `max_unused_warm_slots` | 100 | idle previously-used slots kept before cold slots stop being preferred |
 /// | `decommit_batch_size` | 16 | released memories revoked together in one batch, fewer as the pool fills |
 /// | `admission_timeout` | 0 | how long `instantiate_async` waits for a slot |
-/// | `memory_protection` | `Auto` | guard markers where the kernel has them, else `mprotect` |
+/// | `memory_protection` | `Auto` | guard markers where the kernel has them, else `mprotect`; `BoundsChecked` for engines that check bounds themselves |
 /// | `memory_layout` | `Guarded` | `Dense`: one read-write slab protected by guard markers, a constant number of kernel mappings |
 /// | `dirty_page_scan` | true | resets write back only the pages a tenant wrote, where the kernel can tell (`PAGEMAP_SCAN`) |
 ///
