@@ -184,6 +184,13 @@ fn cycle(c: &mut Criterion) {
         b.iter(|| tenant_cycle(&checked, &layout))
     });
     drop(checked);
+    let background = pool(16, |c| {
+        c.background_revocation(true);
+    });
+    g.bench_function("pool_default_background", |b| {
+        b.iter(|| tenant_cycle(&background, &layout))
+    });
+    drop(background);
 
     let default_reset = pool(16, |_| {});
     {
@@ -240,6 +247,9 @@ fn cycle_threads(c: &mut Criterion) {
     let checked_default = pool(16, |c| {
         c.memory_protection(CHECKED);
     });
+    let background = pool(16, |c| {
+        c.background_revocation(true);
+    });
     let on_demand = OnDemandInstanceAllocator::default();
     thread_local! {
         static RAW: std::cell::RefCell<Option<raw::Slot>> = const { std::cell::RefCell::new(None) };
@@ -250,7 +260,7 @@ fn cycle_threads(c: &mut Criterion) {
         || RAW.with_borrow_mut(|slot| slot.get_or_insert_with(|| raw::Slot::new(&bytes)).cycle());
     let marked_cycle =
         || MARKED.with_borrow_mut(|s| s.get_or_insert_with(|| raw::MarkedSlots::new(16)).cycle());
-    let rows: [(&str, &(dyn Fn() + Sync)); 14] = [
+    let rows: [(&str, &(dyn Fn() + Sync)); 15] = [
         ("pool_keep_resident", &|| tenant_cycle(&keep, &layout)),
         ("pool_keep_resident_no_grow", &|| {
             tenant_cycle_no_grow(&keep, &layout)
@@ -272,6 +282,9 @@ fn cycle_threads(c: &mut Criterion) {
         ("pool_bounds_checked", &|| tenant_cycle(&checked, &layout)),
         ("pool_bounds_checked_default", &|| {
             tenant_cycle(&checked_default, &layout)
+        }),
+        ("pool_default_background", &|| {
+            tenant_cycle(&background, &layout)
         }),
         ("on_demand", &|| tenant_cycle(&on_demand, &layout)),
         // Each thread its own hand-written slots (made on first use).

@@ -111,6 +111,12 @@ pub fn summary(since: SystemTime) {
             Some((0.3, false)),
         ),
         (
+            "pool_default_background",
+            "pool_default",
+            "pool default, revoking on a background thread, costs this much of revoking inline",
+            None,
+        ),
+        (
             "pool_bounds_checked_default",
             "pool_default_mprotect",
             "pool default, bounds-checked mode, costs this much of the mprotect path",
@@ -154,6 +160,7 @@ pub fn summary(since: SystemTime) {
         "pool_bounds_checked_default",
         "pool_default",
         "pool_default_no_grow",
+        "pool_default_background",
         "pool_default_mprotect",
         "on_demand",
         "raw_memset_madvise",

@@ -121,6 +121,9 @@ pub struct Args {
     /// (default: the pool's)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: Option<u32>,
+    /// Revoke full batches on the pool's own thread (background_revocation)
+    #[arg(long)]
+    pub background: bool,
     /// Use OnDemandInstanceAllocator instead of the pool (the baseline: an
     /// mmap per memory; synthetic tenants only)
     #[arg(long)]
@@ -272,7 +275,8 @@ pub fn pool_config(args: &Args) -> PoolingConfig {
         .memory_keep_resident(args.keep_resident)
         .table_keep_resident(args.keep_resident)
         .memory_protection(args.protection)
-        .memory_layout(args.layout);
+        .memory_layout(args.layout)
+        .background_revocation(args.background);
     if let Some(batch) = args.batch {
         config.decommit_batch_size(batch as usize);
     }

@@ -139,6 +139,7 @@ pub(crate) const FOUR_GIB: usize = 1 << 32;
 /// | `table_keep_resident` | 0 | the same for tables (the first host page is always zeroed in place) |
 /// | `max_unused_warm_slots` | 100 | idle previously-used slots kept before cold slots stop being preferred |
 /// | `decommit_batch_size` | 16 | released memories revoked together in one batch, fewer as the pool fills |
+/// | `background_revocation` | false | revoke batches on a thread of the pool's own instead of in the releasing thread |
 /// | `admission_timeout` | 0 | how long `instantiate_async` waits for a slot |
 /// | `memory_protection` | `Auto` | guard markers where the kernel has them, else `mprotect`; `BoundsChecked` for engines that check bounds themselves |
 /// | `memory_layout` | `Guarded` | `Dense`: one read-write slab protected by guard markers, a constant number of kernel mappings |
@@ -162,6 +163,7 @@ pub struct PoolingConfig {
     pub(crate) table_keep_resident: usize,
     pub(crate) max_unused_warm_slots: u32,
     pub(crate) decommit_batch_size: usize,
+    pub(crate) background_revocation: bool,
     pub(crate) admission_timeout: std::time::Duration,
     pub(crate) memory_protection: MemoryProtection,
     pub(crate) dirty_page_scan: bool,
@@ -184,6 +186,7 @@ impl Default for PoolingConfig {
             table_keep_resident: 0,
             max_unused_warm_slots: 100,
             decommit_batch_size: 16,
+            background_revocation: false,
             admission_timeout: std::time::Duration::ZERO,
             memory_protection: MemoryProtection::Auto,
             dirty_page_scan: true,
@@ -265,6 +268,20 @@ impl PoolingConfig {
         /// about what an instantiation does, and a full pool pays what a
         /// batch of 1 would (`benches/README.md`, "The density example").
         decommit_batch_size / get_decommit_batch_size: usize;
+        /// Whether full batches (see `decommit_batch_size`) are revoked on
+        /// a thread the pool starts for it, instead of by the release that
+        /// filled them: that release then returns at once, and its TLB
+        /// flush runs beside the request path. Off by default (Wasmtime
+        /// has no such thread): on a machine with few cores the thread
+        /// competes with the requests it would speed up
+        /// (`benches/README.md` has the measured trade-off). An
+        /// acquisition that finds no free slot still revokes what is
+        /// queued itself, and waits for batches in flight rather than
+        /// failing. If the thread cannot be started, or in a process forked
+        /// from the one that started it, batches are revoked inline as
+        /// without this setting (slots of a batch in flight at the fork
+        /// stay the parent's: the child counts them as in use).
+        background_revocation / get_background_revocation: bool;
         /// How long [`Store::instantiate_async`](crate::Store::instantiate_async)
         /// waits for a slot when the pool is exhausted (first come, first
         /// served) before failing with `PoolExhausted`. Zero (the default)

@@ -13,6 +13,27 @@ use std::sync::OnceLock;
 
 use rustix::mm::{Advice, MapFlags, MprotectFlags, ProtFlags};
 
+/// How many forks separate this process from the first one that asked:
+/// 0 in it, and one more in each child of a fork (a `pthread_atfork`
+/// handler counts). What a process keeps per process (an open file, a
+/// thread of its own) is kept with its generation and made again, or done
+/// without, where the generation differs.
+pub fn fork_generation() -> u64 {
+    use std::sync::Once;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static GENERATION: AtomicU64 = AtomicU64::new(0);
+    static AT_FORK: Once = Once::new();
+    extern "C" fn in_child() {
+        GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only touches an atomic; it runs
+        // in the child after a fork, where that is async-signal-safe.
+        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    });
+    GENERATION.load(Ordering::Relaxed)
+}
+
 /// The host page size in bytes.
 pub fn page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();

@@ -74,25 +74,13 @@ pub struct WrittenPages {
 /// generation's: one file a process).
 fn pagemap() -> io::Result<&'static File> {
     use crossbeam_utils::atomic::AtomicCell;
-    use std::sync::Once;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     struct Opened {
         generation: u64,
         file: File,
     }
-    static GENERATION: AtomicU64 = AtomicU64::new(0);
     static FILE: AtomicCell<Option<&'static Opened>> = AtomicCell::new(None);
-    static AT_FORK: Once = Once::new();
-    extern "C" fn in_child() {
-        GENERATION.fetch_add(1, Ordering::Relaxed);
-    }
-    AT_FORK.call_once(|| {
-        // SAFETY: registers a handler that only touches an atomic; it runs
-        // in the child after a fork, where that is async-signal-safe.
-        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
-    });
-    let generation = GENERATION.load(Ordering::Relaxed);
+    let generation = super::fork_generation();
     let cur = FILE.load();
     if let Some(opened) = cur
         && opened.generation == generation

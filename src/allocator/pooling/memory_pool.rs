@@ -28,12 +28,13 @@
 //! slot is [`MemorySlot`]'s business; this file decides where slots are and
 //! which one a tenant gets.
 
+use super::background::{How, Revoker};
 use super::decommit::DecommitQueue;
 use super::index::{SlotIndex, Taken};
 use super::metrics::Counters;
 use crate::config::{MemoryLayout, MemoryProtection, PoolingConfig};
 use crate::layout::MemoryPlan;
-use crate::slot::{self, MemorySlot, Parked, Queued, Released, SlotMode};
+use crate::slot::{MemorySlot, Parked, Queued, Released, SlotMode};
 use crate::sys::{self, Claim, Slab};
 use crate::{Error, Resource, Result, WASM_PAGE_SIZE};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -53,6 +54,8 @@ pub(crate) struct MemoryPool {
     /// Batches' discards go through `process_madvise` (batches of more
     /// than one slot, where the kernel has it).
     batched: bool,
+    /// The thread full batches go to (`background_revocation`).
+    revoker: Option<Revoker>,
 }
 
 impl MemoryPool {
@@ -76,7 +79,13 @@ impl MemoryPool {
             || config
                 .memory_protection
                 .markers(sys::features().guard_markers);
-        Ok(MemoryPool {
+        let mode = SlotMode {
+            markers,
+            dense,
+            dirty_scan: config.dirty_page_scan && sys::features().pagemap_scan,
+            checked,
+        };
+        let mut pool = MemoryPool {
             slab,
             pre_guard,
             slot_size,
@@ -86,14 +95,14 @@ impl MemoryPool {
             index: SlotIndex::new(config.total_memories, shards, config.max_unused_warm_slots),
             decommit: DecommitQueue::new(config.decommit_batch_size),
             in_use: AtomicU32::new(0),
-            mode: SlotMode {
-                markers,
-                dense,
-                dirty_scan: config.dirty_page_scan && sys::features().pagemap_scan,
-                checked,
-            },
+            mode,
             batched: config.decommit_batch_size > 1 && sys::features().process_madvise,
-        })
+            revoker: None,
+        };
+        if config.background_revocation {
+            pool.revoker = Revoker::start(pool.how());
+        }
+        Ok(pool)
     }
 
     /// The protection in force (never `Auto`).
@@ -110,6 +119,11 @@ impl MemoryPool {
     /// Whether batches go through `process_madvise`.
     pub fn batched(&self) -> bool {
         self.batched
+    }
+
+    /// Whether full batches are revoked on the pool's own thread.
+    pub fn background(&self) -> bool {
+        self.revoker.is_some()
     }
 
     /// The layout of the slab.
@@ -149,8 +163,9 @@ impl MemoryPool {
             if let Some(t) = self.index.acquire(affinity) {
                 break t;
             }
-            // Revoke what is queued ourselves, and try again.
-            if self.flush(counters) {
+            // Free what the background thread revoked, or revoke what is
+            // queued ourselves (now, not behind the thread), and try again.
+            if self.take_done(counters) || self.flush_here(counters) {
                 continue;
             }
             // Nothing queued: every slot is held, or on its way back (a
@@ -158,7 +173,10 @@ impl MemoryPool {
             // made it no longer in use). Exhaustion is exact: only when
             // every slot is held. A slot another acquisition has just taken
             // is counted in a moment.
-            if self.in_use.load(Ordering::SeqCst) >= self.total {
+            // In a forked child, slots the parent's revoker held at the fork
+            // never come back.
+            let lost = self.revoker.as_ref().map_or(0, |r| r.lost()) as u32;
+            if self.in_use.load(Ordering::SeqCst) + lost >= self.total {
                 counters.exhausted(Resource::Memory);
                 return Err(Error::PoolExhausted {
                     resource: Resource::Memory,
@@ -206,24 +224,70 @@ impl MemoryPool {
                     .push(queued, limit, |batch| self.finish(batch, counters))
             }
         }
+        self.take_done(counters);
     }
 
-    /// Runs any pending resets now; whether there were any.
+    /// Runs any pending resets now, and waits for the batches in flight on
+    /// the background thread; whether there were any.
     pub fn flush(&self, counters: &Counters) -> bool {
-        self.decommit.flush(|batch| self.finish(batch, counters))
+        let mut any = self.flush_here(counters);
+        if let Some(r) = &self.revoker {
+            while r.in_flight() > r.lost() {
+                any = true;
+                std::thread::yield_now();
+            }
+        }
+        self.take_done(counters) || any
+    }
+
+    /// Revokes what is queued in this thread; whether anything was.
+    fn flush_here(&self, counters: &Counters) -> bool {
+        self.decommit
+            .flush(|batch| self.revoke_here(batch, counters))
+    }
+
+    /// Revokes a full batch: on the background thread if there is one,
+    /// else here.
+    fn finish(&self, batch: Vec<Queued>, counters: &Counters) {
+        let batch = match &self.revoker {
+            Some(r) => match r.send(batch) {
+                Ok(()) => return,
+                Err(batch) => batch,
+            },
+            None => batch,
+        };
+        self.revoke_here(batch, counters);
     }
 
     /// Revokes a batch and returns its slots; a failed revocation's slots
     /// are scrubbed.
-    fn finish(&self, batch: Vec<Queued>, counters: &Counters) {
-        let done = |claim, parked| self.return_slot(claim, parked, counters);
+    fn revoke_here(&self, batch: Vec<Queued>, counters: &Counters) {
+        self.how().revoke(batch, |claim, parked| {
+            self.return_slot(claim, parked, counters)
+        });
+    }
+
+    fn how(&self) -> How {
         // Without tails (`checked`) a batch only discards: the marked path
         // does no more.
-        if self.mode.markers || self.mode.checked {
-            slot::revoke_marked(batch, self.batched, done);
-        } else {
-            slot::revoke_protected(batch, self.batched, done);
+        How {
+            marked: self.mode.markers || self.mode.checked,
+            batched: self.batched,
         }
+    }
+
+    /// Frees the slots the background thread revoked; whether there were
+    /// any.
+    fn take_done(&self, counters: &Counters) -> bool {
+        let Some(r) = &self.revoker else {
+            return false;
+        };
+        let done = r.take_done();
+        let any = !done.is_empty();
+        for (claim, parked) in done {
+            self.return_slot(claim, parked, counters);
+        }
+        any
     }
 
     fn return_slot(&self, claim: Claim, parked: Parked, counters: &Counters) {
@@ -242,13 +306,22 @@ impl MemoryPool {
         self.index.unused_warm()
     }
 
+    /// Released slots not yet free: queued, or in a batch on the
+    /// background thread.
     pub fn queued(&self) -> usize {
-        self.decommit.len()
+        self.decommit.len() + self.revoker.as_ref().map_or(0, |r| r.in_flight())
     }
 }
 
 impl Drop for MemoryPool {
     fn drop(&mut self) {
+        // The thread ends before the slab goes: none of its syscalls may
+        // reach the slab's range once unmapped (or mapped again by
+        // someone else).
+        if let Some(r) = &mut self.revoker {
+            r.stop();
+            drop(r.take_done());
+        }
         // Pending slots hold image references; let them go with the slab.
         self.decommit.flush(|_| {});
     }

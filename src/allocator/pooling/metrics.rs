@@ -52,14 +52,18 @@ pub struct PoolMetrics {
     pub waiters: usize,
     /// Time spent waiting for slots, summed over every wait so far.
     pub wait_time: std::time::Duration,
-    /// How bytes past a memory's size fault in this pool: `GuardMarkers`
-    /// or `Mprotect` (never `Auto`: the choice made at creation).
+    /// How bytes past a memory's size fault in this pool: `GuardMarkers`,
+    /// `Mprotect` or `BoundsChecked` (never `Auto`: the choice made at
+    /// creation).
     pub memory_protection: MemoryProtection,
     /// Whether a batch of revocations discards its pages with one
     /// `process_madvise` (and, with guard markers, marks with another;
     /// else one `madvise` per range). Pools with a `decommit_batch_size`
     /// above 1, on a kernel that has it, do this.
     pub batched_revocation: bool,
+    /// Whether full batches are revoked on the pool's own thread
+    /// (`background_revocation`, and the thread could be started).
+    pub background_revocation: bool,
     /// Whether resets write back only the pages tenants wrote
     /// (`PAGEMAP_SCAN`).
     pub dirty_page_scan: bool,
@@ -308,13 +312,18 @@ impl std::fmt::Display for PoolMetrics {
         writeln!(f, "# TYPE instance_pool_info gauge")?;
         writeln!(
             f,
-            "instance_pool_info{{layout=\"{}\",protection=\"{}\",revocation=\"{}\",reset=\"{}\"}} 1",
+            "instance_pool_info{{layout=\"{}\",protection=\"{}\",revocation=\"{}\",revoker=\"{}\",reset=\"{}\"}} 1",
             self.memory_layout.name(),
             self.memory_protection.name(),
             if self.batched_revocation {
                 "process_madvise"
             } else {
                 "madvise"
+            },
+            if self.background_revocation {
+                "background"
+            } else {
+                "inline"
             },
             if self.dirty_page_scan {
                 "dirty_pages"

@@ -4,6 +4,7 @@
 //! free slot to hand out), `decommit` (batched resets), `metrics`.
 
 mod admission;
+mod background;
 mod decommit;
 mod index;
 mod memory_pool;
@@ -133,6 +134,7 @@ impl PoolingInstanceAllocator {
             wait_time: p.admission.wait_time(),
             memory_protection: p.memories.protection(),
             batched_revocation: p.memories.batched(),
+            background_revocation: p.memories.background(),
             dirty_page_scan: p.memories.dirty_scan(),
             memory_layout: p.memories.layout(),
             ..PoolMetrics::default()
