@@ -65,9 +65,10 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
     {
-        let backend = Backend::new(Kind::WasmtimeOnDemand, SLOTS, 256 << 10).expect("backend");
+        let backend =
+            Backend::new(Kind::WasmtimeOnDemand, SLOTS, backend::MEMORY_LIMIT).expect("backend");
         let mut store = backend.store();
-        let instance = block_on(backend.pre().instantiate_async(&mut store)).expect("instance");
+        let instance = block_on(backend.instantiate(&mut store)).expect("instance");
         // Growth is refused once the limit is reached: the floor keeps the
         // calls and leaves out the growth itself.
         group.bench_function("calls_only", |b| {
@@ -80,7 +81,7 @@ fn bench(c: &mut Criterion) {
         ("wasmtime_pooling", Kind::WasmtimePooling),
         ("wasmtime_on_demand", Kind::WasmtimeOnDemand),
     ] {
-        let backend = Backend::new(kind, SLOTS, 256 << 10).expect("backend");
+        let backend = Backend::new(kind, SLOTS, backend::MEMORY_LIMIT).expect("backend");
         group.bench_function(name, |b| {
             b.iter(|| {
                 let reply = block_on(backend.run(INPUT, 1)).expect("a request");
@@ -146,7 +147,7 @@ fn data_segments(c: &mut Criterion) {
             };
             let (config, pools) = match data {
                 Data::ModuleImagesKeepSlot => keep_slot(),
-                _ => backend::engine_config(kind, SLOTS).expect("config"),
+                _ => backend::engine_config(kind, SLOTS, SLOTS).expect("config"),
             };
             let engine = wasmtime::Engine::new(&config).expect("engine");
             let linker = wasmtime::Linker::new(&engine);
@@ -202,7 +203,8 @@ fn data_segments(c: &mut Criterion) {
 /// image's pages there are faulted in again by every tenant that reads
 /// them.
 fn keep_slot() -> (wasmtime::Config, Option<backend::Pools>) {
-    let (mut config, pools) = backend::engine_config(Kind::InstancePool, SLOTS).expect("config");
+    let (mut config, pools) =
+        backend::engine_config(Kind::InstancePool, SLOTS, SLOTS).expect("config");
     let (pool, stacks) = pools.expect("the crate's pools");
     let mut c = pool.config().clone();
     c.memory_keep_resident(backend::SLOT);

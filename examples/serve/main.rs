@@ -68,13 +68,18 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     slots: u32,
     /// Each tenant's StoreLimits memory size (K/M suffixes ok)
-    #[arg(long, value_name = "BYTES", default_value = "256K", value_parser = common::parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "512K", value_parser = common::parse_bytes)]
     memory_limit: usize,
     /// Closes a connection that sends no whole request head for this long
     /// (after it opens, or after its last response)
     #[arg(long, value_name = "S", default_value = "10", value_parser = common::parse_seconds)]
     header_timeout: Duration,
-    /// With --load: also draw both backends' latency percentiles to this
+    /// With --load: the overload run's deadline (3x --connections
+    /// concurrent requests on --connections memory slots): the longest an
+    /// instantiation waits for a slot, and a request may take
+    #[arg(long, value_name = "S", default_value = "1", value_parser = common::parse_seconds)]
+    deadline: Duration,
+    /// With --load: also draw every run's latency percentiles to this
     /// SVG file
     #[arg(long, value_name = "FILE.svg")]
     out: Option<std::path::PathBuf>,
