@@ -31,6 +31,7 @@
 mod backend;
 #[path = "../common/estimates.rs"]
 mod estimates;
+mod image_build;
 
 use backend::{Backend, Kind};
 use criterion::Criterion;
@@ -96,6 +97,7 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
     data_segments(c);
+    image_build::bench(c);
 }
 
 /// Data segment sizes of the `wasmtime_data` group: row label, summary
@@ -289,6 +291,25 @@ fn summary(since: SystemTime) {
                 let fmt = estimates::fmt_time;
                 println!(
                     "| wasmtime_data: {what}, {size} | **{:.2}x** | {} / {} |",
+                    n / m,
+                    fmt(n),
+                    fmt(m)
+                );
+            }
+        }
+    }
+    image_build_summary(&dir, since);
+}
+
+/// The `image_build` lines: one a summary row and size.
+fn image_build_summary(dir: &std::path::Path, since: SystemTime) {
+    let t = |id: &str| estimates::median_ns(dir, &format!("image_build/{id}"), since);
+    for (what, num, den) in image_build::SUMMARY {
+        for (_, label, size) in image_build::SIZES {
+            if let (Some(n), Some(m)) = (t(&format!("{num}{label}")), t(&format!("{den}{label}"))) {
+                let fmt = estimates::fmt_time;
+                println!(
+                    "| image_build: {what}, {size} | **{:.2}x** | {} / {} |",
                     n / m,
                     fmt(n),
                     fmt(m)
