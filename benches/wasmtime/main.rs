@@ -4,7 +4,8 @@
 //! memory by a page, and the drop), on
 //!
 //! - `instance_pool`: Wasmtime on-demand with this crate's
-//!   `PooledMemoryCreator` and `PooledStackCreator` (`mprotect` path);
+//!   `PooledMemoryCreator` and `PooledStackCreator` (`mprotect` path), the
+//!   handler a `PooledModule` (its 256 KiB of data a copy-on-write image);
 //!   `instance_pool_markers`: the same on guard markers;
 //! - `wasmtime_pooling`: Wasmtime's own pooling allocator (copy-on-write
 //!   data, its stack pool);
@@ -23,8 +24,12 @@
 //! pool: Wasmtime copies the data in), `wasmtime_pooling` (Wasmtime's own
 //! pool: its image mapped).
 //!
-//! `cargo bench --features wasmtime-examples --bench wasmtime` (about a
-//! minute) ends with the ratios from this run's medians.
+//! `image_build` (see `image_build.rs`) times the first instantiation with
+//! a fresh image, 4 KiB to 64 MiB of data: the crate building its
+//! `MemoryImage` against Wasmtime building its own.
+//!
+//! `cargo bench --features wasmtime-examples --bench wasmtime` (about two
+//! minutes) ends with the ratios from this run's medians.
 
 #[path = "../../examples/serve/backend.rs"]
 #[allow(dead_code, reason = "the bench uses the backend's request path only")]
@@ -251,7 +256,6 @@ fn summary(since: SystemTime) {
             println!("| {what} | **{r:.2}x** | {} / {} |", fmt(n), fmt(d));
         }
     }
-    let d = |id: &str| estimates::median_ns(&dir, &format!("wasmtime_data/{id}"), since);
     let rows = [
         (
             "module images / Wasmtime pooling",
@@ -284,39 +288,25 @@ fn summary(since: SystemTime) {
             "wasmtime_pooling_reads_",
         ),
     ];
-    for (what, num, den) in rows {
-        for (_, label, size) in DATA_SIZES {
-            let (num, den) = (format!("{num}{label}"), format!("{den}{label}"));
-            if let (Some(n), Some(m)) = (d(&num), d(&den)) {
-                let fmt = estimates::fmt_time;
-                println!(
-                    "| wasmtime_data: {what}, {size} | **{:.2}x** | {} / {} |",
-                    n / m,
-                    fmt(n),
-                    fmt(m)
-                );
+    let ratios = |group, rows: &[(&str, &str, &str)], sizes: &[(usize, &str, &str)]| {
+        for (what, num, den) in rows {
+            for (_, label, size) in sizes {
+                let t = |id: String| estimates::median_ns(&dir, &format!("{group}/{id}"), since);
+                if let (Some(n), Some(m)) = (t(format!("{num}{label}")), t(format!("{den}{label}")))
+                {
+                    let fmt = estimates::fmt_time;
+                    println!(
+                        "| {group}: {what}, {size} | **{:.2}x** | {} / {} |",
+                        n / m,
+                        fmt(n),
+                        fmt(m)
+                    );
+                }
             }
         }
-    }
-    image_build_summary(&dir, since);
-}
-
-/// The `image_build` lines: one a summary row and size.
-fn image_build_summary(dir: &std::path::Path, since: SystemTime) {
-    let t = |id: &str| estimates::median_ns(dir, &format!("image_build/{id}"), since);
-    for (what, num, den) in image_build::SUMMARY {
-        for (_, label, size) in image_build::SIZES {
-            if let (Some(n), Some(m)) = (t(&format!("{num}{label}")), t(&format!("{den}{label}"))) {
-                let fmt = estimates::fmt_time;
-                println!(
-                    "| image_build: {what}, {size} | **{:.2}x** | {} / {} |",
-                    n / m,
-                    fmt(n),
-                    fmt(m)
-                );
-            }
-        }
-    }
+    };
+    ratios("wasmtime_data", &rows, &DATA_SIZES);
+    ratios("image_build", &image_build::SUMMARY, &image_build::SIZES);
 }
 
 fn main() {

@@ -13,13 +13,25 @@
 //!
 //! Every request gets a fresh `wasmtime::Store` whose `StoreLimits` allow
 //! the tenant `--memory-limit` bytes of memory, an instance of the module
-//! (compiled once, from the WAT in `backend.rs`) on a pooled memory, and
-//! its calls on a pooled fiber stack (`call_async`). The module upper-cases
-//! the body, tries `memory.grow` by `grow` pages (-1 past the limit), and
-//! checks that nothing a previous tenant wrote is visible. `--load` starts
-//! the server once per backend, sends `--requests` requests from
-//! `--connections` keep-alive connections over loopback, and prints
-//! requests/s and latency percentiles for both from one run.
+//! (compiled once, from `handler.wat` with a 256 KiB data segment that
+//! `backend.rs` adds) on a pooled memory, and its calls on a pooled fiber
+//! stack (`call_async`). On the crate's pool the module is a
+//! `PooledModule`: its data is a copy-on-write memory image mapped into
+//! the slot (already there in a warm slot), and an instantiation waits in
+//! the pool's admission queue, up to a deadline, when every memory slot is
+//! taken. The module upper-cases the body, writes over four of its data
+//! pages, tries `memory.grow` by `grow` pages (-1 past the limit), and
+//! checks that it sees exactly its image and zeroes: nothing a previous
+//! tenant wrote.
+//!
+//! `--load` starts the server once per backend, sends `--requests`
+//! requests from `--connections` keep-alive connections over loopback, and
+//! prints requests/s and latency percentiles for all from one run. Then an
+//! overload run on the crate's backend: a quarter as many requests from
+//! three times `--connections` connections on `--connections` memory
+//! slots, each instantiation waiting for a slot up to `--deadline`. It
+//! fails (exit status 1) on any error, any request answered after its
+//! deadline, a leaked bit or a slot not returned.
 
 mod backend;
 mod chart;
