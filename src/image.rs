@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Initial contents of a linear memory, placed at offset 0.
 ///
 /// [`MemoryImage::new`] copies the bytes once into a sealed memfd (padded to
-/// the host page). Instantiating a memory with the image maps that file
+/// whole wasm pages), except its all-zero host pages, which stay holes of
+/// the file (zero, and no memory) so leading zeroes and zero pages inside
+/// the data cost a scan rather than a page and a copy each. Instantiating a memory with the image maps that file
 /// `MAP_PRIVATE | MAP_FIXED` over the start of the slot, so the cost does not
 /// depend on the image's size, and a slot keeps the mapping while idle so the
 /// next instance of the same image needs no `mmap` at all. Where a memfd
@@ -48,28 +50,39 @@ impl MemoryImage {
     /// into each slot instead; the `Result` is kept for a later failure
     /// that has no fallback.
     pub fn new(bytes: &[u8]) -> Result<Arc<MemoryImage>> {
+        MemoryImage::at(0, bytes)
+    }
+
+    /// An image holding `bytes` at offset `at`, zeroes before: a module's
+    /// data placed past its stack, without a buffer of the zeroes. The
+    /// caller keeps `at + bytes.len()` within a memory (a `u32` memory's
+    /// 4 GiB at most).
+    pub(crate) fn at(at: usize, bytes: &[u8]) -> Result<Arc<MemoryImage>> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let source = if bytes.is_empty() {
+        let len = if bytes.is_empty() {
+            0
+        } else {
+            at + bytes.len()
+        };
+        let source = if len == 0 {
             Source::Copied(Box::default())
         } else {
             // Whole wasm pages: a memory's minimum is whole wasm pages, so
             // the mapping always fits, and the slot's first page is one
             // kernel mapping instead of an image part and an anonymous part
             // that every later mprotect/madvise would split and merge.
-            let mapped_len = bytes
-                .len()
-                .next_multiple_of(crate::WASM_PAGE_SIZE.max(sys::page_size()));
-            match SealedImage::new(bytes, mapped_len) {
+            let mapped_len = len.next_multiple_of(crate::WASM_PAGE_SIZE.max(sys::page_size()));
+            match SealedImage::new(at, bytes, mapped_len) {
                 Ok(sealed) => Source::Mapped(sealed),
-                Err(_) => Source::Copied(bytes.into()),
+                Err(_) => {
+                    let mut copied = vec![0; at];
+                    copied.extend_from_slice(bytes);
+                    Source::Copied(copied.into())
+                }
             }
         };
-        Ok(Arc::new(MemoryImage {
-            id,
-            len: bytes.len(),
-            source,
-        }))
+        Ok(Arc::new(MemoryImage { id, len, source }))
     }
 
     /// An image of a memory's `bytes` (a snapshot of a live instance's

@@ -58,6 +58,26 @@ fn reused_slot_without_image_reads_zeroes() {
     }
 }
 
+/// Zero pages of an image are holes of its memfd (not written at build):
+/// they read as zero in every tenant, whatever the last one wrote there.
+#[test]
+fn an_image_with_zero_pages_at_the_start_and_inside_reads_back_exactly_its_bytes() {
+    let host = 4096;
+    let mut bytes = pattern(2 * PAGE + 5 * host + 17, 5);
+    bytes[..PAGE + host].fill(0); // a stack's worth of zeroes first
+    bytes[PAGE + 3 * host..PAGE + 5 * host].fill(0); // and two pages inside
+    for keep in [0, 4096, 2 * PAGE, 32 << 20] {
+        let p = pool_of_one(keep);
+        let image = MemoryImage::new(&bytes).unwrap();
+        assert!(image.is_mapped());
+        let layout = image_layout(&image, 3);
+        for _ in 0..3 {
+            check_then_scribble(&p, &layout, &bytes);
+        }
+        assert_eq!(p.metrics().images_reused, 2, "keep_resident {keep}");
+    }
+}
+
 #[test]
 fn one_byte_and_sixteen_mib_plus_one_images_round_trip() {
     let p = pool_of_one(0);

@@ -58,7 +58,7 @@ async fn until_closed(stream: TcpStream) -> Option<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_send_no_request_head_are_disconnected_after_the_header_timeout() {
-    let backend = Arc::new(Backend::new(Kind::InstancePool, 2, 256 << 10).unwrap());
+    let backend = Arc::new(Backend::new(Kind::InstancePool, 2, backend::MEMORY_LIMIT).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -94,4 +94,48 @@ async fn clients_that_send_no_request_head_are_disconnected_after_the_header_tim
     assert!(reply.contains("instance_pool_in_use"), "{reply}");
     let _ = stop.send(true);
     server.await.unwrap();
+}
+
+/// The handler's isolation check can fail: run twice in one memory it
+/// finds its own writes (in the data image and the input area); a fresh
+/// instance on a slot a previous tenant wrote holds exactly the image and
+/// zeroes, and its check finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_sees_only_the_handlers_image_never_its_predecessors_writes() {
+    let input = b"hello from a tenant";
+    for kind in [Kind::InstancePool, Kind::WasmtimePooling] {
+        let backend = Backend::new(kind, 1, backend::MEMORY_LIMIT).unwrap();
+        {
+            let mut store = backend.store();
+            let instance = backend.instantiate(&mut store).await.unwrap();
+            let first = backend.handle(&mut store, &instance, input, 1).await;
+            assert_eq!(first.unwrap().leaked, 0, "{kind:?}: a fresh instance");
+            let again = backend.handle(&mut store, &instance, input, 1).await;
+            assert!(
+                again.unwrap().leaked > 0,
+                "{kind:?}: the check finds a previous run's writes"
+            );
+        }
+        // One slot: the next tenant gets the slot the last one wrote.
+        let mut store = backend.store();
+        let instance = backend.instantiate(&mut store).await.unwrap();
+        let memory = instance.get_memory(&mut store, "memory").unwrap();
+        let bytes = memory.data(&store);
+        let (at, len) = (backend::DATA_AT, backend::DATA_LEN);
+        assert!(bytes[..at].iter().all(|&b| b == 0), "{kind:?}: zeroes");
+        assert!(
+            bytes[at..at + len] == backend::handler_data()[..],
+            "{kind:?}: the image"
+        );
+        assert!(
+            bytes[at + len..].iter().all(|&b| b == 0),
+            "{kind:?}: zeroes"
+        );
+        let reply = backend
+            .handle(&mut store, &instance, input, 1)
+            .await
+            .unwrap();
+        assert_eq!(reply.leaked, 0, "{kind:?}");
+        assert_eq!(reply.output, input.to_ascii_uppercase());
+    }
 }

@@ -4,7 +4,8 @@
 //! memory by a page, and the drop), on
 //!
 //! - `instance_pool`: Wasmtime on-demand with this crate's
-//!   `PooledMemoryCreator` and `PooledStackCreator` (`mprotect` path);
+//!   `PooledMemoryCreator` and `PooledStackCreator` (`mprotect` path), the
+//!   handler a `PooledModule` (its 256 KiB of data a copy-on-write image);
 //!   `instance_pool_markers`: the same on guard markers;
 //! - `wasmtime_pooling`: Wasmtime's own pooling allocator (copy-on-write
 //!   data, its stack pool);
@@ -23,8 +24,12 @@
 //! pool: Wasmtime copies the data in), `wasmtime_pooling` (Wasmtime's own
 //! pool: its image mapped).
 //!
-//! `cargo bench --features wasmtime-examples --bench wasmtime` (about a
-//! minute) ends with the ratios from this run's medians.
+//! `image_build` (see `image_build.rs`) times the first instantiation with
+//! a fresh image, 4 KiB to 64 MiB of data: the crate building its
+//! `MemoryImage` against Wasmtime building its own.
+//!
+//! `cargo bench --features wasmtime-examples --bench wasmtime` (about two
+//! minutes) ends with the ratios from this run's medians.
 
 #[path = "../../examples/serve/backend.rs"]
 #[allow(dead_code, reason = "the bench uses the backend's request path only")]
@@ -32,6 +37,7 @@ mod backend;
 mod bounds;
 #[path = "../common/estimates.rs"]
 mod estimates;
+mod image_build;
 
 use backend::{Backend, Kind};
 use criterion::Criterion;
@@ -66,9 +72,10 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
     {
-        let backend = Backend::new(Kind::WasmtimeOnDemand, SLOTS, 256 << 10).expect("backend");
+        let backend =
+            Backend::new(Kind::WasmtimeOnDemand, SLOTS, backend::MEMORY_LIMIT).expect("backend");
         let mut store = backend.store();
-        let instance = block_on(backend.pre().instantiate_async(&mut store)).expect("instance");
+        let instance = block_on(backend.instantiate(&mut store)).expect("instance");
         // Growth is refused once the limit is reached: the floor keeps the
         // calls and leaves out the growth itself.
         group.bench_function("calls_only", |b| {
@@ -81,7 +88,7 @@ fn bench(c: &mut Criterion) {
         ("wasmtime_pooling", Kind::WasmtimePooling),
         ("wasmtime_on_demand", Kind::WasmtimeOnDemand),
     ] {
-        let backend = Backend::new(kind, SLOTS, 256 << 10).expect("backend");
+        let backend = Backend::new(kind, SLOTS, backend::MEMORY_LIMIT).expect("backend");
         group.bench_function(name, |b| {
             b.iter(|| {
                 let reply = block_on(backend.run(INPUT, 1)).expect("a request");
@@ -96,6 +103,7 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
     data_segments(c);
+    image_build::bench(c);
 }
 
 /// Data segment sizes of the `wasmtime_data` group: row label, summary
@@ -147,7 +155,7 @@ fn data_segments(c: &mut Criterion) {
             };
             let (config, pools) = match data {
                 Data::ModuleImagesKeepSlot => keep_slot(),
-                _ => backend::engine_config(kind, SLOTS).expect("config"),
+                _ => backend::engine_config(kind, SLOTS, SLOTS).expect("config"),
             };
             let engine = wasmtime::Engine::new(&config).expect("engine");
             let linker = wasmtime::Linker::new(&engine);
@@ -203,7 +211,8 @@ fn data_segments(c: &mut Criterion) {
 /// image's pages there are faulted in again by every tenant that reads
 /// them.
 fn keep_slot() -> (wasmtime::Config, Option<backend::Pools>) {
-    let (mut config, pools) = backend::engine_config(Kind::InstancePool, SLOTS).expect("config");
+    let (mut config, pools) =
+        backend::engine_config(Kind::InstancePool, SLOTS, SLOTS).expect("config");
     let (pool, stacks) = pools.expect("the crate's pools");
     let mut c = pool.config().clone();
     c.memory_keep_resident(backend::SLOT);
@@ -248,7 +257,6 @@ fn summary(since: SystemTime) {
             println!("| {what} | **{r:.2}x** | {} / {} |", fmt(n), fmt(d));
         }
     }
-    let d = |id: &str| estimates::median_ns(&dir, &format!("wasmtime_data/{id}"), since);
     let rows = [
         (
             "module images / Wasmtime pooling",
@@ -281,20 +289,25 @@ fn summary(since: SystemTime) {
             "wasmtime_pooling_reads_",
         ),
     ];
-    for (what, num, den) in rows {
-        for (_, label, size) in DATA_SIZES {
-            let (num, den) = (format!("{num}{label}"), format!("{den}{label}"));
-            if let (Some(n), Some(m)) = (d(&num), d(&den)) {
-                let fmt = estimates::fmt_time;
-                println!(
-                    "| wasmtime_data: {what}, {size} | **{:.2}x** | {} / {} |",
-                    n / m,
-                    fmt(n),
-                    fmt(m)
-                );
+    let ratios = |group, rows: &[(&str, &str, &str)], sizes: &[(usize, &str, &str)]| {
+        for (what, num, den) in rows {
+            for (_, label, size) in sizes {
+                let t = |id: String| estimates::median_ns(&dir, &format!("{group}/{id}"), since);
+                if let (Some(n), Some(m)) = (t(format!("{num}{label}")), t(format!("{den}{label}")))
+                {
+                    let fmt = estimates::fmt_time;
+                    println!(
+                        "| {group}: {what}, {size} | **{:.2}x** | {} / {} |",
+                        n / m,
+                        fmt(n),
+                        fmt(m)
+                    );
+                }
             }
         }
-    }
+    };
+    ratios("wasmtime_data", &rows, &DATA_SIZES);
+    ratios("image_build", &image_build::SUMMARY, &image_build::SIZES);
 }
 
 fn main() {

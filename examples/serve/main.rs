@@ -13,13 +13,25 @@
 //!
 //! Every request gets a fresh `wasmtime::Store` whose `StoreLimits` allow
 //! the tenant `--memory-limit` bytes of memory, an instance of the module
-//! (compiled once, from the WAT in `backend.rs`) on a pooled memory, and
-//! its calls on a pooled fiber stack (`call_async`). The module upper-cases
-//! the body, tries `memory.grow` by `grow` pages (-1 past the limit), and
-//! checks that nothing a previous tenant wrote is visible. `--load` starts
-//! the server once per backend, sends `--requests` requests from
-//! `--connections` keep-alive connections over loopback, and prints
-//! requests/s and latency percentiles for both from one run.
+//! (compiled once, from `handler.wat` with a 256 KiB data segment that
+//! `backend.rs` adds) on a pooled memory, and its calls on a pooled fiber
+//! stack (`call_async`). On the crate's pool the module is a
+//! `PooledModule`: its data is a copy-on-write memory image mapped into
+//! the slot (already there in a warm slot), and an instantiation waits in
+//! the pool's admission queue, up to a deadline, when every memory slot is
+//! taken. The module upper-cases the body, writes over four of its data
+//! pages, tries `memory.grow` by `grow` pages (-1 past the limit), and
+//! checks that it sees exactly its image and zeroes: nothing a previous
+//! tenant wrote.
+//!
+//! `--load` starts the server once per backend, sends `--requests`
+//! requests from `--connections` keep-alive connections over loopback, and
+//! prints requests/s and latency percentiles for all from one run. Then an
+//! overload run on the crate's backend: a quarter as many requests from
+//! three times `--connections` connections on `--connections` memory
+//! slots, each instantiation waiting for a slot up to `--deadline`. It
+//! fails (exit status 1) on any error, any request answered after its
+//! deadline, a leaked bit or a slot not returned.
 
 mod backend;
 mod chart;
@@ -68,13 +80,18 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     slots: u32,
     /// Each tenant's StoreLimits memory size (K/M suffixes ok)
-    #[arg(long, value_name = "BYTES", default_value = "256K", value_parser = common::parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "512K", value_parser = common::parse_bytes)]
     memory_limit: usize,
     /// Closes a connection that sends no whole request head for this long
     /// (after it opens, or after its last response)
     #[arg(long, value_name = "S", default_value = "10", value_parser = common::parse_seconds)]
     header_timeout: Duration,
-    /// With --load: also draw both backends' latency percentiles to this
+    /// With --load: the overload run's deadline (3x --connections
+    /// concurrent requests on --connections memory slots): the longest an
+    /// instantiation waits for a slot, and a request may take
+    #[arg(long, value_name = "S", default_value = "1", value_parser = common::parse_seconds)]
+    deadline: Duration,
+    /// With --load: also draw every run's latency percentiles to this
     /// SVG file
     #[arg(long, value_name = "FILE.svg")]
     out: Option<std::path::PathBuf>,

@@ -161,12 +161,13 @@ pub struct SealedImage {
 }
 
 impl SealedImage {
-    /// `bytes`, zero-padded to `len`, in a new sealed memfd.
+    /// `bytes` at offset `at` of a new sealed memfd of `len` bytes, zeroes
+    /// elsewhere (`at + bytes.len() <= len`).
     ///
     /// # References
     /// memfd_create(2), fcntl(2) `F_ADD_SEALS`, mmap(2)
-    pub fn new(bytes: &[u8], len: usize) -> io::Result<SealedImage> {
-        let file = sealed_memfd(bytes, len)?;
+    pub fn new(at: usize, bytes: &[u8], len: usize) -> io::Result<SealedImage> {
+        let file = sealed_memfd(at, bytes, len)?;
         let view = Mmap::file_read_only(file.as_file(), len)?;
         Ok(SealedImage { file, view })
     }

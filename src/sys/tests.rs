@@ -45,7 +45,7 @@ fn written_pages_are_the_anonymous_pages_written_not_the_ones_read() {
 #[test]
 fn pages_of_a_private_file_mapping_count_as_written_only_once_copied() {
     let page = page_size();
-    let fd = sealed_memfd(&[7u8; 4096 * 4], 4 * page).unwrap();
+    let fd = sealed_memfd(0, &[7u8; 4096 * 4], 4 * page).unwrap();
     let slab = Mmap::reserve(4 * page).unwrap();
     // SAFETY: our own reservation, unreferenced.
     unsafe { map_file_private_fixed(slab.ptr(), 4 * page, fd.as_file()).unwrap() };
@@ -93,4 +93,27 @@ fn madvise_ranges_discards_every_range_with_or_without_process_madvise() {
             assert_eq!(left, [0, 1, 1, 0, 0, 1], "process_madvise: {use_pm}");
         }
     }
+}
+
+#[test]
+fn an_image_file_holds_its_nonzero_pages_only_and_reads_back_every_byte() {
+    let page = page_size();
+    // Zero, data, zero, zero, data, a short data page.
+    let mut bytes = vec![0u8; 5 * page + 100];
+    bytes[page + 3] = 1;
+    bytes[4 * page + page - 1] = 2;
+    bytes[5 * page + 99] = 3;
+    assert_eq!(
+        nonzero_runs(&bytes, page),
+        [page..2 * page, 4 * page..5 * page + 100]
+    );
+    // Placed a page in: the zero pages and the page before are holes, the
+    // file holds the 3 written pages only.
+    let image = SealedImage::new(page, &bytes, 8 * page).unwrap();
+    let stat = rustix::fs::fstat(image.file()).unwrap();
+    assert_eq!(stat.st_blocks as usize * 512, 3 * page);
+    let read = image.bytes();
+    assert!(read[..page].iter().all(|&b| b == 0));
+    assert_eq!(&read[page..page + bytes.len()], &bytes[..]);
+    assert!(read[page + bytes.len()..].iter().all(|&b| b == 0));
 }

@@ -59,7 +59,10 @@ impl Shape {
 #[derive(Debug)]
 pub(super) struct Defined {
     pub shape: Shape,
-    /// Its baked bytes from offset 0, trailing zeroes cut (empty: none).
+    /// Where `data` starts in the memory: the lowest offset a non-empty
+    /// segment writes (zeroes before it are not kept).
+    pub start: usize,
+    /// Its baked bytes from `start`, trailing zeroes cut (empty: none).
     pub data: Vec<u8>,
     /// An active segment targets it.
     pub segments: bool,
@@ -107,6 +110,7 @@ pub(super) fn bake(wasm: &[u8]) -> Option<Baked> {
                 for ty in reader {
                     defined.push(Defined {
                         shape: Shape::parsed(&ty.ok()?),
+                        start: 0,
                         data: Vec::new(),
                         segments: false,
                     });
@@ -173,11 +177,21 @@ pub(super) fn bake(wasm: &[u8]) -> Option<Baked> {
         baked.refused = Some(why);
         return Some(baked);
     }
+    for (i, d) in baked.defined.iter_mut().enumerate() {
+        let mine = placed
+            .iter()
+            .filter(|p| p.0 as usize == i && !p.2.is_empty());
+        d.start = mine.map(|p| p.1 as usize).min().unwrap_or(0);
+    }
     // In order: a later segment overwrites an earlier one, as at
     // instantiation.
     for (memory, at, bytes) in placed {
-        let data = &mut baked.defined[memory as usize].data;
-        let (at, end) = (at as usize, at as usize + bytes.len());
+        let defined = &mut baked.defined[memory as usize];
+        let (data, start) = (&mut defined.data, defined.start);
+        let Some(at) = (at as usize).checked_sub(start) else {
+            continue; // empty: writes nothing
+        };
+        let end = at + bytes.len();
         if data.len() < end {
             data.resize(end, 0);
         }

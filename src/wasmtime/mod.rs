@@ -137,8 +137,12 @@
 //!   Wasmtime's own pool with `pagemap_scan`), so a module's data costs
 //!   about what it costs on Wasmtime's pooling allocator. A plain
 //!   `wasmtime::Module` on the same pool has its data copied in at every
-//!   instantiation. `benches/README.md` ("Wasmtime") has the measured
-//!   ratios.
+//!   instantiation. Building the images writes only the data's non-zero
+//!   pages into the memfd, from the lowest segment offset (zero pages stay
+//!   holes), so a cold start (`PooledModule::new` and the first
+//!   instantiation) costs about what Wasmtime's first instantiation,
+//!   which builds its own image, costs. `benches/README.md` ("Wasmtime")
+//!   has the measured ratios.
 //!
 //! # Settings made after `install` that the creator cannot see
 //!

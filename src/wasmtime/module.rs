@@ -113,7 +113,7 @@ impl PooledModule {
         let mut memories = Vec::with_capacity(baked.defined.len());
         for d in baked.defined {
             let image = if baked_ok && !d.data.is_empty() {
-                Some(MemoryImage::new(&d.data).map_err(wasmtime::Error::new)?)
+                Some(MemoryImage::at(d.start, &d.data).map_err(wasmtime::Error::new)?)
             } else {
                 None
             };
