@@ -45,6 +45,7 @@
 
 mod at_rest;
 mod memory;
+mod resize;
 mod restore;
 mod revoke;
 mod stack;
