@@ -17,21 +17,32 @@
 //! - `wasmtime-pooling`: Wasmtime's pooling allocator for the same counts,
 //!   slot size and guard (its memories, tables, instances and stacks).
 //!
-//! Where a live tenant's bytes go (the report's notes, one run of
-//! `--layout dense --tenants 100000 --max-pages 2`): the memory slot's
-//! pages (the page the function grew and wrote, and on the dense layout
-//! the data page's copy: 8 KiB; 4 KiB on the guarded layout), the page
-//! tables of the slot and its guard (a 4 KiB table page maps 2 MiB, so
-//! about 2 bytes a KiB of slot and guard, 384 B for 128 KiB + 64 KiB), and
-//! Wasmtime's own records on the heap, about 5.2 KiB a store whatever the
-//! allocator (counted with a counting global allocator: the `Store` and its
-//! default caller 1.4 KiB, the module's registration in the store's code
-//! registry 2.4 KiB, the instance and its `VMContext` 0.8 KiB, the memory's
-//! and table's records 0.6 KiB). No `Config` setting shrinks them, and the
+//! Where a live tenant's bytes go (the report's notes; one run each, 20 s,
+//! `--max-pages 2`, sync calls):
+//! - **dense** (100,000 live): 13.3 KiB RSS + 395 B page tables. The slot
+//!   holds 8.0 KiB: the page the function grew and wrote, and the data
+//!   page's private copy. The page tables map the slot and its guard
+//!   (marked): a 4 KiB table page maps 2 MiB, so 384 B for 128 KiB + 64
+//!   KiB. The remaining 5.3 KiB is the heap.
+//! - **guarded** (20,000 live, the default 4 GiB slots + 32 MiB guard):
+//!   9.4 KiB RSS, of which the slot holds 4.0 KiB: the data page stays the
+//!   image's and is never faulted in, since the tenant does not read it.
+//!   But each slot takes 8.0 KiB of page tables, a table page and a
+//!   directory page of its own at 4 GiB apart, and 3 kernel mappings.
+//! - `--async` on dense adds the fiber stack's one touched page (4.0 KiB)
+//!   and its page tables (17.4 KiB + 660 B in all).
+//!
+//! The heap part is Wasmtime's own records, about 5.0 KiB a store with the
+//! on-demand strategy a memory creator needs (counted with a counting
+//! global allocator): the `Store` and its default caller 1.4 KiB, the
+//! module's registration in the store's code registry 2.4 KiB (three B-tree
+//! nodes), the instance and its `VMContext` 1.0 KiB, the memory's and the
+//! table's records 0.25 KiB. No `Config` setting shrinks them, and the
 //! example adds nothing per tenant but the `(Store, Instance)` handles in
-//! its window. Below 10 KiB a tenant therefore needs its data page shared
-//! or never materialised: the guarded layout's image mapping does that,
-//! the dense layout's copy cannot.
+//! its window. So on the dense layout the floor is 8 KiB of slot + 0.4
+//! KiB of page tables + 5 KiB of heap: under 10 KiB needs the data page
+//! shared or never materialised. The guarded layout's image mapping does
+//! that, at 3 mappings a slot; the dense layout's copy cannot.
 
 use crate::report::{BackendRun, Probe};
 use crate::run::{self, Options};
