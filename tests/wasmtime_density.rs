@@ -1,5 +1,7 @@
 //! 100,000 live Wasmtime instances in this process, their memories in
-//! the dense layout's slots of 2 pages + 64 KiB guard (`PooledMemoryCreator`):
+//! the dense layout's slots of 2 pages + 64 KiB guard (`PooledMemoryCreator`,
+//! the module a `PooledModule` as in the density example, so each slot gets
+//! the data segment from its image, copied in):
 //! the kernel mappings do not grow with them (the guarded layout needs one
 //! or more per live memory, and `vm.max_map_count` is 65,530), and
 //! neighbouring slots stay isolated. The instances are made once and shared
@@ -8,7 +10,7 @@
 mod common;
 
 use common::jit::assert_out_of_bounds;
-use instance_pool::wasmtime::PooledMemoryCreator;
+use instance_pool::wasmtime::{PooledMemoryCreator, PooledModule};
 use instance_pool::{MemoryLayout, PoolingConfig, PoolingInstanceAllocator, WASM_PAGE_SIZE};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use wasmtime::{Engine, Instance, Linker, Module, Store};
@@ -107,13 +109,17 @@ fn dense() -> MutexGuard<'static, Dense> {
         let mut wasmtime = wasmtime::Config::new();
         PooledMemoryCreator::new(&pool).install(&mut wasmtime);
         let engine = Engine::new(&wasmtime).unwrap();
-        let module = Module::new(&engine, wat()).unwrap();
-        let pre = Linker::new(&engine).instantiate_pre(&module).unwrap();
+        let wasm = wat::parse_str(wat()).unwrap();
+        let module = PooledModule::new(&pool, &engine, &wasm, Module::from_binary).unwrap();
+        assert_eq!(module.fallback_reason(), None, "the data is in an image");
+        let pre = Linker::new(&engine)
+            .instantiate_pre(module.module())
+            .unwrap();
         let mut tenants = Vec::with_capacity(LIVE);
         let mut mappings_at_1000 = 0;
         for tag in 0..LIVE as u32 {
             let mut store = Store::new(&engine, ());
-            let instance = pre.instantiate(&mut store).unwrap();
+            let instance = module.instantiate_pre(&mut store, &pre).unwrap();
             let mut tenant = Tenant {
                 store,
                 instance,
@@ -128,7 +134,10 @@ fn dense() -> MutexGuard<'static, Dense> {
             }
         }
         let mappings_full = instance_pool::kernel_mappings().unwrap();
-        assert_eq!(pool.metrics().memories_in_use, LIVE as u32);
+        let metrics = pool.metrics();
+        assert_eq!(metrics.memories_in_use, LIVE as u32);
+        // The dense layout copies images (no file mapping per slot).
+        assert_eq!(metrics.images_copied, LIVE as u64);
         let mut by_base: Vec<(usize, Tenant)> =
             tenants.into_iter().map(|mut t| (t.base(), t)).collect();
         by_base.sort_unstable_by_key(|(base, _)| *base);

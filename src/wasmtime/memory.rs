@@ -259,7 +259,12 @@ unsafe impl wasmtime::LinearMemory for PooledLinearMemory {
 impl Drop for PooledLinearMemory {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            self.pool.release_memory(slot, self.plan.clone());
+            let image = self.plan.image.take();
+            let plan = MemoryPlan {
+                ty: self.plan.ty,
+                image,
+            };
+            self.pool.release_memory(slot, plan);
         }
     }
 }

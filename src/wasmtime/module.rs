@@ -3,7 +3,7 @@
 //! image.
 
 use super::bake::{self, Shape};
-use super::context::{Reservation, Want};
+use super::context::{self, Reservation, Want};
 use crate::allocator::{Attempt, Pool};
 use crate::layout::MemoryPlan;
 use crate::{Error, MemoryImage, MemoryProtection, MemoryType, PoolingInstanceAllocator, Result};
@@ -217,12 +217,12 @@ impl PooledModule {
         mut store: impl AsContextMut,
         imports: &[Extern],
     ) -> wasmtime::Result<Instance> {
-        let reservation = self.reserve_now()?;
+        let mut reservation = Some(self.reserve_now()?);
         let result = {
-            let _entered = reservation.enter();
+            let _entered = context::enter(&mut reservation);
             Instance::new(&mut store, &self.module, imports)
         };
-        self.finish(&reservation, result)
+        self.finish(reservation, result)
     }
 
     /// [`instantiate`](Self::instantiate) through an
@@ -233,12 +233,12 @@ impl PooledModule {
         pre: &InstancePre<T>,
     ) -> wasmtime::Result<Instance> {
         self.check_pre(pre)?;
-        let reservation = self.reserve_now()?;
+        let mut reservation = Some(self.reserve_now()?);
         let result = {
-            let _entered = reservation.enter();
+            let _entered = context::enter(&mut reservation);
             pre.instantiate(&mut store)
         };
-        self.finish(&reservation, result)
+        self.finish(reservation, result)
     }
 
     /// [`instantiate`](Self::instantiate) with [`Instance::new_async`].
@@ -289,24 +289,24 @@ impl PooledModule {
         timeout: Duration,
         run: impl Future<Output = wasmtime::Result<R>>,
     ) -> wasmtime::Result<R> {
-        let reservation = match deadline(timeout) {
+        let mut reservation = Some(match deadline(timeout) {
             None => self.reserve_now()?,
             Some(deadline) => {
                 let attempt = |attempt| Reservation::take(&self.pool, &self.wants, attempt);
-                Arc::new(self.pool.admission.run(deadline, attempt).await?)
+                self.pool.admission.run(deadline, attempt).await?
             }
-        };
+        });
         let mut run = std::pin::pin!(run);
         let result = std::future::poll_fn(|cx| {
-            let _entered = reservation.enter();
+            let _entered = context::enter(&mut reservation);
             run.as_mut().poll(cx)
         })
         .await;
-        self.finish(&reservation, result)
+        self.finish(reservation, result)
     }
 
-    fn reserve_now(&self) -> Result<Arc<Reservation>> {
-        Reservation::take(&self.pool, &self.wants, Attempt::Alone).map(Arc::new)
+    fn reserve_now(&self) -> Result<Box<Reservation>> {
+        Reservation::take(&self.pool, &self.wants, Attempt::Alone)
     }
 
     fn check_pre<T: 'static>(&self, pre: &InstancePre<T>) -> Result<()> {
@@ -322,10 +322,12 @@ impl PooledModule {
     /// its image is an error.
     fn finish<R>(
         &self,
-        reservation: &Reservation,
+        reservation: Option<Box<Reservation>>,
         result: wasmtime::Result<R>,
     ) -> wasmtime::Result<R> {
-        let missed = reservation.finish();
+        // `None` only if the thread's cell went away while Wasmtime ran
+        // (the reservation then went back when the cell dropped).
+        let missed = reservation.map_or(Ok(()), |mut r| r.finish());
         let r = result?;
         if let Err(i) = missed {
             return Err(wasmtime::Error::new(Error::Unsupported(format!(
