@@ -68,11 +68,9 @@ struct Warm<S> {
 
 impl<S> Shard<S> {
     fn take_affine(&mut self, affinity: u64) -> Option<(u32, S)> {
-        let stamps = self.by_affinity.get_mut(&affinity)?;
-        let stamp = stamps.pop_last()?;
-        if stamps.is_empty() {
-            self.by_affinity.remove(&affinity);
-        }
+        // An emptied set stays (see `remember`): a slot released with the
+        // same image refills it without allocating.
+        let stamp = self.by_affinity.get_mut(&affinity)?.pop_last()?;
         let warm = self
             .warm
             .remove(&stamp)
@@ -88,11 +86,18 @@ impl<S> Shard<S> {
                 .get_mut(&affinity)
                 .expect("affinity index out of sync");
             stamps.remove(&stamp);
-            if stamps.is_empty() {
-                self.by_affinity.remove(&affinity);
-            }
         }
         Some((warm.index, warm.state))
+    }
+
+    /// Files a warm slot's release time under its affinity. Emptied sets
+    /// are kept for the next release of the same image, and dropped once
+    /// they outnumber the warm slots (images come and go).
+    fn remember(&mut self, stamp: u64, affinity: u64) {
+        self.by_affinity.entry(affinity).or_default().insert(stamp);
+        if self.by_affinity.len() > 64 + 2 * self.warm.len() {
+            self.by_affinity.retain(|_, stamps| !stamps.is_empty());
+        }
     }
 
     fn take_cold(&mut self) -> Option<u32> {
@@ -218,7 +223,7 @@ impl<S: Default> SlotIndex<S> {
                 },
             );
             if let Some(affinity) = affinity {
-                shard.by_affinity.entry(affinity).or_default().insert(stamp);
+                shard.remember(stamp, affinity);
             }
         }
         self.unused_warm.fetch_add(1, Ordering::Relaxed);

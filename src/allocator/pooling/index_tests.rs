@@ -154,3 +154,25 @@ proptest! {
         }
     }
 }
+
+/// Every release of a new image adds an affinity; emptied sets are kept
+/// for reuse but dropped once they outnumber the warm slots, so a pool
+/// that sees many images does not grow without bound.
+#[test]
+fn emptied_affinity_sets_do_not_pile_up() {
+    let index = SlotIndex::<()>::new(4, 1, 100);
+    for image in 0..10_000u64 {
+        let t = index.acquire(Some(image)).unwrap();
+        index.release(t.index, Some(image), ());
+    }
+    let shard = index.shards[0].lock();
+    assert!(
+        shard.by_affinity.len() <= 64 + 2 * shard.warm.len() + 1,
+        "{} affinities for {} warm slots",
+        shard.by_affinity.len(),
+        shard.warm.len()
+    );
+    // What is kept still finds its slot.
+    drop(shard);
+    assert!(index.acquire(Some(9_999)).is_some());
+}
