@@ -246,15 +246,20 @@ impl MemoryPool {
             .flush(|batch| self.revoke_here(batch, counters))
     }
 
-    /// Revokes a full batch: on the background thread if there is one,
-    /// else here.
+    /// Revokes a full batch: on the background thread if there is one and
+    /// the pool has slack for it, else here. Slack: at least twice as many
+    /// free slots as will be in flight, as for queueing (see `release`),
+    /// so that acquisitions rarely run dry waiting for the thread (it is
+    /// woken, and that costs more than a revocation on a small pool).
     fn finish(&self, batch: Vec<Queued>, counters: &Counters) {
         let batch = match &self.revoker {
-            Some(r) => match r.send(batch) {
-                Ok(()) => return,
-                Err(batch) => batch,
-            },
-            None => batch,
+            Some(r) if (r.in_flight() + batch.len()) * 2 <= self.index.free() as usize => {
+                match r.send(batch) {
+                    Ok(()) => return,
+                    Err(batch) => batch,
+                }
+            }
+            _ => batch,
         };
         self.revoke_here(batch, counters);
     }
