@@ -4,12 +4,11 @@
 //! Its own test binary, with one test: at the fork, the only other threads
 //! are the test harness's and the timer's.
 
-use instance_pool::*;
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
+use common::fork;
 
-/// How long the child may take before it counts as hung (a liveness bound).
-const WATCHDOG: Duration = Duration::from_secs(30);
+use instance_pool::*;
+use std::time::Duration;
 
 fn full_pool() -> (PoolingInstanceAllocator, Store<()>) {
     let mut c = PoolingConfig::default();
@@ -42,42 +41,12 @@ fn times_out() -> bool {
 fn a_deadline_fires_in_a_child_forked_after_the_timer_started() {
     // Starts the timer thread in this process.
     assert!(times_out());
-    // SAFETY: libc's fork, in a process whose other threads (the harness's,
-    // the timer's) hold no lock this child needs: the child only builds its
-    // own pool, waits on it and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = match std::panic::catch_unwind(times_out) {
-            Ok(true) => 0,
-            Ok(false) => 2,
-            Err(_) => 3,
-        };
-        // SAFETY: ends the child at once, without the harness's or the
-        // parent's exit handlers.
-        unsafe { libc::_exit(code) };
-    }
-    let deadline = Instant::now() + WATCHDOG;
-    let mut status = 0;
-    loop {
-        // SAFETY: polls our own child; `status` is a valid place to write.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        assert_eq!(r, 0, "waitpid failed");
-        if Instant::now() > deadline {
-            // SAFETY: our own child, not yet reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("the child's instantiate_timeout never returned: no timer after fork");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
+    // The child builds its own pool and waits on it (the harness's and the timer's
+    // threads hold no lock it needs).
+    let status = fork::in_child(|| if times_out() { 0 } else { 2 })
+        .expect("the child's instantiate_timeout never returned: no timer after fork");
     assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        fork::exited(status, 0),
         "the child's wait did not end with PoolExhausted (status {status:#x}; exit 2: another outcome, 3: a panic)"
     );
 }

@@ -6,12 +6,11 @@
 //! Its own test binary, with one test: at the fork, the only other threads
 //! are the test harness's and the pool's revoker.
 
-use instance_pool::*;
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
+use common::fork;
 
-/// How long the child may take before it counts as hung (a liveness bound).
-const WATCHDOG: Duration = Duration::from_secs(30);
+use instance_pool::*;
+
 const SLOTS: u32 = 4;
 
 fn cycle(p: &PoolingInstanceAllocator, rounds: usize) -> bool {
@@ -74,46 +73,18 @@ fn a_forked_child_revokes_inline_and_never_waits_for_the_parents_thread() {
             })
             .collect::<Vec<_>>(),
     );
-    // SAFETY: libc's fork; the child touches only the pool, whose revoker
-    // thread it does not use (nor its locks), and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // Slots on their way back at the fork (at most that batch) stay
-        // the parent's; every other slot serves, round after round.
-        let code =
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cycle_all(&p, 200))) {
-                Ok(Some(n)) if n >= SLOTS as usize - 2 => 0,
-                Ok(Some(_)) => 4,
-                Ok(None) => 2,
-                Err(_) => 3,
-            };
-        // SAFETY: ends the child at once, without the harness's or the
-        // parent's exit handlers.
-        unsafe { libc::_exit(code) };
-    }
-    let deadline = Instant::now() + WATCHDOG;
-    let mut status = 0;
-    loop {
-        // SAFETY: polls our own child; `status` is a valid place to write.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        assert_eq!(r, 0, "waitpid failed");
-        if Instant::now() > deadline {
-            // SAFETY: our own child, not yet reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("the child hung: it waited for the parent's revoker");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
+    // The child touches only the pool, whose revoker thread it does not use (nor
+    // its locks). Slots on their way back at the fork (at most that batch)
+    // stay the parent's; every other slot serves, round after round.
+    let status = fork::in_child(|| match cycle_all(&p, 200) {
+        Some(n) if n >= SLOTS as usize - 2 => 0,
+        Some(_) => 4,
+        None => 2,
+    })
+    .expect("the child hung: it waited for the parent's revoker");
     assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child status {status:#x}"
+        fork::exited(status, 0),
+        "the child lost slots or saw a stray byte (status {status:#x}; exit 2: a stray byte or a changing count, 4: more than the batch lost, 3: a panic)"
     );
     // The parent's pool still works.
     assert!(cycle(&p, 50));

@@ -6,11 +6,10 @@
 //! Its own test binary, with one test: at the fork, the only other threads
 //! are the test harness's.
 
-use instance_pool::*;
-use std::time::{Duration, Instant};
+mod common;
+use common::fork;
 
-/// How long the child may take before it counts as hung (a liveness bound).
-const WATCHDOG: Duration = Duration::from_secs(30);
+use instance_pool::*;
 
 /// A tenant writes all over the image's pages and past them; the slot's
 /// next tenant must read the image, then zeroes. A reset within
@@ -41,42 +40,12 @@ fn reset_restores_the_image() -> bool {
 fn a_child_forked_after_a_scan_resets_its_own_slots() {
     // The parent scans first: its pagemap file is open.
     assert!(reset_restores_the_image());
-    // SAFETY: libc's fork, in a process whose other threads (the harness's)
-    // hold no lock this child needs: the child builds its own pool, resets
-    // a slot and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = match std::panic::catch_unwind(reset_restores_the_image) {
-            Ok(true) => 0,
-            Ok(false) => 2,
-            Err(_) => 3,
-        };
-        // SAFETY: ends the child at once, without the harness's or the
-        // parent's exit handlers.
-        unsafe { libc::_exit(code) };
-    }
-    let deadline = Instant::now() + WATCHDOG;
-    let mut status = 0;
-    loop {
-        // SAFETY: polls our own child; `status` is a valid place to write.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        assert_eq!(r, 0, "waitpid failed");
-        if Instant::now() > deadline {
-            // SAFETY: our own child, not yet reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("the child hung");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // The child builds its own pool, resets a slot (the harness's threads hold no lock it
+    // needs).
+    let status =
+        fork::in_child(|| if reset_restores_the_image() { 0 } else { 2 }).expect("the child hung");
     assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        fork::exited(status, 0),
         "the child's next tenant did not read the image then zeroes (status {status:#x}; exit 2: wrong bytes, 3: a panic)"
     );
 }

@@ -7,6 +7,7 @@
 //! - [`limiter`]: the one recording limiter, and [`limiter::Outcome`].
 //! - [`tenants`]: a four-slot pool whose tenants dirty everything, and the
 //!   checks that the next tenants find their slots clean.
+//! - [`fork`]: a case run in a forked child, with a watchdog.
 //! - [`guard`]: writing one byte in a child process, to observe guards.
 //! - [`images`]: a pool of one large slot, and a tenant checking its image.
 //! - [`model`]: a plain model of the pool, checked step by step.
@@ -18,6 +19,8 @@ pub mod config;
 #[cfg(feature = "fault-injection")]
 #[allow(dead_code, reason = "only the fault-injection tests use the seam")]
 pub mod fault;
+#[allow(dead_code, reason = "only the fork tests fork")]
+pub mod fork;
 #[allow(dead_code, reason = "only the guard tests run child processes")]
 pub mod guard;
 #[allow(dead_code, reason = "only the image and syscall tests use it")]
