@@ -13,6 +13,19 @@ use std::sync::OnceLock;
 
 use rustix::mm::{Advice, MapFlags, MprotectFlags, ProtFlags};
 
+/// A small number for the calling thread (threads are numbered as they
+/// first ask): what spreads threads over shards, counter stripes and
+/// pagemap files. A thread-local without a destructor, so it answers
+/// during thread exit too.
+pub fn thread_number() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static ID: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    ID.with(|id| *id)
+}
+
 /// How many forks separate this process from the first one that asked:
 /// 0 in it, and one more in each child of a fork (a `pthread_atfork`
 /// handler counts). What a process keeps per process (an open file, a

@@ -66,12 +66,15 @@ pub struct WrittenPages {
     pub runs: Vec<(usize, usize)>,
 }
 
-/// `/proc/self/pagemap`, opened once per process, without a lock or a
-/// syscall on the way (every reset asks for it). A forked child must not
-/// scan through its parent's file, which describes the parent's pages: a
-/// `pthread_atfork` handler moves the generation on in the child, which
-/// then opens its own (the parent's stays open, leaked, as does each
-/// generation's: one file a process).
+/// `/proc/self/pagemap`, opened once per process and stripe, without a
+/// lock or a syscall on the way (every reset asks for it). Threads use
+/// one of a few files by their number ([`super::thread_number`]): each
+/// `ioctl` takes a reference on its file, and one file shared by every
+/// core makes that count a cache line they all write. A forked child must
+/// not scan through its parent's files, which describe the parent's
+/// pages: [`super::fork_generation`] moves on in the child, which then
+/// opens its own (the parent's stay open, leaked, as do each generation's:
+/// at most [`STRIPES`] files a process).
 fn pagemap() -> io::Result<&'static File> {
     use crossbeam_utils::atomic::AtomicCell;
 
@@ -79,10 +82,11 @@ fn pagemap() -> io::Result<&'static File> {
         generation: u64,
         file: File,
     }
-    static FILE: AtomicCell<Option<&'static Opened>> = AtomicCell::new(None);
+    static FILES: [AtomicCell<Option<&'static Opened>>; STRIPES] =
+        [const { AtomicCell::new(None) }; STRIPES];
+    let stripe = &FILES[super::thread_number() % STRIPES];
     let generation = super::fork_generation();
-    let cur = FILE.load();
-    if let Some(opened) = cur
+    if let Some(opened) = stripe.load()
         && opened.generation == generation
     {
         return Ok(&opened.file);
@@ -91,9 +95,12 @@ fn pagemap() -> io::Result<&'static File> {
     let opened: &'static Opened = Box::leak(Box::new(Opened { generation, file }));
     // A thread racing us publishes its own: both are this process's file,
     // so either serves (the other stays open, leaked, once).
-    FILE.store(Some(opened));
+    stripe.store(Some(opened));
     Ok(&opened.file)
 }
+
+/// Pagemap files a process opens (one per stripe of threads).
+const STRIPES: usize = 8;
 
 pub(super) fn scan(
     ptr: SlotPtr,

@@ -28,7 +28,7 @@
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A slot handed out: its index, and the state it was released with
 /// (`S::default()` for a cold slot).
@@ -109,17 +109,7 @@ fn home_shard(shards: usize) -> usize {
     thread_number() % shards
 }
 
-/// A small number for the calling thread (threads are numbered as they
-/// first ask): what spreads threads over shards and counter stripes. A
-/// thread-local without a destructor, so it answers during thread exit
-/// too.
-pub(super) fn thread_number() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static ID: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    ID.with(|id| *id)
-}
+pub(super) use crate::sys::thread_number;
 
 impl<S: Default> SlotIndex<S> {
     /// `capacity` cold slots spread over `shards` shards in contiguous
