@@ -40,9 +40,19 @@ pub(crate) struct Taken<S> {
 
 pub(crate) struct SlotIndex<S> {
     shards: Box<[CachePadded<Mutex<Shard<S>>>]>,
-    free: CachePadded<AtomicU32>,
-    unused_warm: AtomicU32,
+    /// The counts every acquisition and release writes, on one cache line
+    /// of their own: a line two cores write bounces once per operation,
+    /// not once per count.
+    counts: CachePadded<Counts>,
     max_unused_warm: u32,
+}
+
+struct Counts {
+    free: AtomicU32,
+    unused_warm: AtomicU32,
+    /// Held by tenants: kept by the pool that uses the index (see
+    /// [`SlotIndex::in_use`]), here for its cache line.
+    in_use: AtomicU32,
 }
 
 struct Shard<S> {
@@ -133,21 +143,25 @@ impl<S: Default> SlotIndex<S> {
             .collect();
         SlotIndex {
             shards,
-            free: CachePadded::new(AtomicU32::new(capacity)),
-            unused_warm: AtomicU32::new(0),
+            counts: CachePadded::new(Counts {
+                free: AtomicU32::new(capacity),
+                unused_warm: AtomicU32::new(0),
+                in_use: AtomicU32::new(0),
+            }),
             max_unused_warm,
         }
     }
 
     /// Slots free now (not held, not queued for revocation).
     pub fn free(&self) -> u32 {
-        self.free.load(Ordering::Relaxed)
+        self.counts.free.load(Ordering::Relaxed)
     }
 
     /// Takes a free slot, preferring one released with `affinity` (`None`:
     /// no affinity, matches nothing); `None` when every slot is taken.
     pub fn acquire(&self, affinity: Option<u64>) -> Option<Taken<S>> {
-        self.free
+        self.counts
+            .free
             .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| n.checked_sub(1))
             .ok()?;
         // We are owed a slot: it is in some shard already. Another owed
@@ -160,7 +174,7 @@ impl<S: Default> SlotIndex<S> {
             for i in 0..n {
                 let taken = self.shards[(home + i) % n].lock().take_affine(affinity);
                 if let Some((index, state)) = taken {
-                    self.unused_warm.fetch_sub(1, Ordering::Relaxed);
+                    self.counts.unused_warm.fetch_sub(1, Ordering::Relaxed);
                     return Some(Taken { index, state });
                 }
             }
@@ -168,7 +182,8 @@ impl<S: Default> SlotIndex<S> {
         loop {
             for i in 0..n {
                 let mut shard = self.shards[(home + i) % n].lock();
-                let prefer_cold = self.unused_warm.load(Ordering::Relaxed) < self.max_unused_warm;
+                let prefer_cold =
+                    self.counts.unused_warm.load(Ordering::Relaxed) < self.max_unused_warm;
                 let affine = affinity.and_then(|a| shard.take_affine(a));
                 let (index, state, warm) = if let Some((idx, st)) = affine {
                     (idx, st, true)
@@ -190,7 +205,7 @@ impl<S: Default> SlotIndex<S> {
                     }
                 };
                 if warm {
-                    self.unused_warm.fetch_sub(1, Ordering::Relaxed);
+                    self.counts.unused_warm.fetch_sub(1, Ordering::Relaxed);
                 }
                 return Some(Taken { index, state });
             }
@@ -216,8 +231,8 @@ impl<S: Default> SlotIndex<S> {
                 shard.remember(stamp, affinity);
             }
         }
-        self.unused_warm.fetch_add(1, Ordering::Relaxed);
-        self.free.fetch_add(1, Ordering::Release);
+        self.counts.unused_warm.fetch_add(1, Ordering::Relaxed);
+        self.counts.free.fetch_add(1, Ordering::Release);
     }
 
     /// Returns a cold slot that was taken but never used: it is cold
@@ -227,12 +242,18 @@ impl<S: Default> SlotIndex<S> {
             .lock()
             .given_back
             .push(index);
-        self.free.fetch_add(1, Ordering::Release);
+        self.counts.free.fetch_add(1, Ordering::Release);
+    }
+
+    /// The pool's count of slots held by tenants, beside the free count
+    /// that every acquisition and release writes too.
+    pub fn in_use(&self) -> &AtomicU32 {
+        &self.counts.in_use
     }
 
     /// Idle slots that were used before.
     pub fn unused_warm(&self) -> u32 {
-        self.unused_warm.load(Ordering::Relaxed)
+        self.counts.unused_warm.load(Ordering::Relaxed)
     }
 }
 

@@ -37,7 +37,7 @@ use crate::layout::MemoryPlan;
 use crate::slot::{MemorySlot, Parked, Queued, Released, SlotMode};
 use crate::sys::{self, Claim, Slab};
 use crate::{Error, Resource, Result, WASM_PAGE_SIZE};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 pub(crate) struct MemoryPool {
     slab: Slab,
@@ -48,7 +48,6 @@ pub(crate) struct MemoryPool {
     total: u32,
     index: SlotIndex<Parked>,
     decommit: DecommitQueue,
-    in_use: AtomicU32,
     /// How every slot is protected and reset.
     mode: SlotMode,
     /// Batches' discards go through `process_madvise` (batches of more
@@ -94,7 +93,6 @@ impl MemoryPool {
             total: config.total_memories,
             index: SlotIndex::new(config.total_memories, shards, config.max_unused_warm_slots),
             decommit: DecommitQueue::new(config.decommit_batch_size),
-            in_use: AtomicU32::new(0),
             mode,
             batched: config.decommit_batch_size > 1 && sys::features().process_madvise,
             revoker: None,
@@ -176,7 +174,7 @@ impl MemoryPool {
             // In a forked child, slots the parent's revoker held at the fork
             // never come back.
             let lost = self.revoker.as_ref().map_or(0, |r| r.lost()) as u32;
-            if self.in_use.load(Ordering::SeqCst) + lost >= self.total {
+            if self.index.in_use().load(Ordering::SeqCst) + lost >= self.total {
                 counters.exhausted(Resource::Memory);
                 return Err(Error::PoolExhausted {
                     resource: Resource::Memory,
@@ -185,7 +183,7 @@ impl MemoryPool {
             }
             std::thread::yield_now();
         };
-        self.in_use.fetch_add(1, Ordering::SeqCst);
+        self.index.in_use().fetch_add(1, Ordering::SeqCst);
         counters.acquired(Resource::Memory);
         let Taken { index, state } = taken;
         counters.resident_sub(state.resident);
@@ -212,7 +210,7 @@ impl MemoryPool {
     pub fn release(&self, slot: MemorySlot, plan: &MemoryPlan, counters: &Counters) {
         let released = slot.release(self.keep_resident, plan);
         // Not in use before it is free: in_use never exceeds the total.
-        self.in_use.fetch_sub(1, Ordering::SeqCst);
+        self.index.in_use().fetch_sub(1, Ordering::SeqCst);
         match released {
             Released::Ready(claim, parked) => self.return_slot(claim, parked, counters),
             Released::Revoke(queued) => {
@@ -304,7 +302,7 @@ impl MemoryPool {
     }
 
     pub fn in_use(&self) -> u32 {
-        self.in_use.load(Ordering::Relaxed)
+        self.index.in_use().load(Ordering::Relaxed)
     }
 
     pub fn unused_warm(&self) -> u32 {

@@ -23,7 +23,7 @@ use crate::config::PoolingConfig;
 use crate::slot::TableSlot;
 use crate::sys::{self, Slab};
 use crate::{Error, Resource, Result, TableType};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 const ELEM: usize = std::mem::size_of::<usize>();
 
@@ -39,7 +39,6 @@ pub(crate) struct TablePool {
     keep_resident: usize,
     total: u32,
     index: SlotIndex<TableSlotState>,
-    in_use: AtomicU32,
 }
 
 impl TablePool {
@@ -61,7 +60,6 @@ impl TablePool {
             keep_resident: config.table_keep_resident,
             total: config.total_tables,
             index: SlotIndex::new(config.total_tables, shards, config.max_unused_warm_slots),
-            in_use: AtomicU32::new(0),
         })
     }
 
@@ -85,7 +83,7 @@ impl TablePool {
                 limit: self.total,
             }
         })?;
-        self.in_use.fetch_add(1, Ordering::Relaxed);
+        self.index.in_use().fetch_add(1, Ordering::Relaxed);
         counters.acquired(Resource::Table);
         counters.resident_sub(taken.state.resident);
         // Zero past any size: every release clears the used part.
@@ -98,7 +96,7 @@ impl TablePool {
         let resident = slot.clear(self.keep_resident);
         counters.resident_add(resident);
         // Not in use before it is free: in_use never exceeds the total.
-        self.in_use.fetch_sub(1, Ordering::Relaxed);
+        self.index.in_use().fetch_sub(1, Ordering::Relaxed);
         let claim = slot.into_claim().expect("a pool's table");
         let index = claim.index();
         self.slab.unclaim(claim);
@@ -106,7 +104,7 @@ impl TablePool {
     }
 
     pub fn in_use(&self) -> u32 {
-        self.in_use.load(Ordering::Relaxed)
+        self.index.in_use().load(Ordering::Relaxed)
     }
 
     pub fn unused_warm(&self) -> u32 {
