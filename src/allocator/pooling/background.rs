@@ -129,11 +129,16 @@ impl Revoker {
     /// those on their way back at the fork (in a batch the parent's thread
     /// held, or revoked and not yet freed; at most a batch more, counted
     /// twice, if the fork fell between the two counts).
+    ///
+    /// Also those of a batch the thread held if it ended early (it would
+    /// have panicked, a bug): waiting for them would never end.
     pub fn lost(&self) -> usize {
-        if sys::fork_generation() == self.generation {
-            0
-        } else {
+        if sys::fork_generation() != self.generation {
             self.in_flight() + self.shared.ready.load(Ordering::Acquire)
+        } else if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+            self.in_flight()
+        } else {
+            0
         }
     }
 
