@@ -119,6 +119,34 @@ fn a_slot_is_opened_once_whatever_its_tenants_grow_to() {
     }
 }
 
+#[test]
+fn store_reset_discards_only_what_the_tenant_reached() {
+    for shape in CHECKED_SHAPES {
+        let p = pool(shape, 64 << 10);
+        let mut s = Store::new(&p, ());
+        let layout = InstanceLayout::new().memory(MemoryType::new(1, None));
+        let m = s.instantiate(&layout).unwrap().memory(&s, 0).unwrap();
+        // A tenancy that reached the whole slot: the reset puts it back.
+        m.grow(&mut s, SLOT_PAGES - 1).unwrap();
+        m.data_mut(&mut s).fill(0xAB);
+        s.reset().unwrap();
+        assert_eq!(m.size(&s), 1, "{shape:?}");
+        m.grow(&mut s, SLOT_PAGES - 1).unwrap();
+        let stray = m.data(&s).iter().position(|&b| b != 0);
+        assert_eq!(stray, None, "{shape:?}");
+        s.reset().unwrap();
+        // One within keep-resident: nothing past it is discarded.
+        fault::reset();
+        m.data_mut(&mut s)[100] = 1;
+        s.reset().unwrap();
+        let c = fault::counts();
+        let ctx = format!("{shape:?}: {c:?}");
+        assert_eq!((c.madvise, c.process_madvise), (0, 0), "{ctx}");
+        assert_eq!((c.mprotect, c.guard, c.mmap), (0, 0, 0), "{ctx}");
+        assert_eq!(m.data(&s)[100], 0, "{ctx}");
+    }
+}
+
 // ---- what the next tenant sees ----
 
 #[test]

@@ -30,15 +30,25 @@ impl MemorySlot {
             return self.prepare(plan, plan.ty.min_bytes()).map(drop);
         }
         let keep = self.kept(keep_resident, plan);
-        self.restore(0, keep);
-        if self.accessible > keep {
-            // SAFETY: `[keep, accessible)` is read-write and ours; `&mut self`
+        // With `checked` the slot stays open to its capacity, and the tenant
+        // reached no further than its largest size: the rest is as the last
+        // reset left it (as at a release).
+        let end = if self.mode.checked {
+            self.high.min(self.accessible)
+        } else {
+            self.accessible
+        };
+        self.restore(0, keep.min(end));
+        if end > keep {
+            // SAFETY: `[keep, end)` is read-write and ours; `&mut self`
             // excludes any slice into it.
-            let discarded = unsafe { sys::decommit(self.base.add(keep), self.accessible - keep) };
+            let discarded = unsafe { sys::decommit(self.base.add(keep), end - keep) };
             if discarded.is_err() {
-                self.restore(keep, self.accessible);
+                self.restore(keep, end);
             }
         }
+        // A new tenancy, in place: what it reaches starts at the minimum.
+        self.high = 0;
         // The image first, while its bytes are accessible whatever the
         // shrink below does.
         if let Some(img) = plan.image.as_ref().filter(|i| self.copies(i)) {
