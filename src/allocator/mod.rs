@@ -22,7 +22,8 @@ pub(crate) use pooling::Attempt;
 
 use crate::layout::MemoryPlan;
 use crate::slot::{MemorySlot, TableSlot};
-use crate::{InstanceLayout, Result};
+use crate::{InstanceLayout, MemoryImage, MemoryType, Result};
+use std::borrow::Borrow;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,8 +59,28 @@ pub(crate) struct MemoryEntry {
     pub slot: MemorySlot,
     /// The maximum passed to the limiter, in bytes.
     pub maximum: usize,
-    /// The minimum and image, for `reset`.
-    pub plan: MemoryPlan,
+    /// The memory's type: its minimum, for `reset` and the release.
+    pub ty: MemoryType,
+    /// The layout's image where the slot does not hold it (copied in, or
+    /// not in place yet); a mapped image is the slot's own, so a request
+    /// on a warm slot takes no reference to it (a count both cores would
+    /// write).
+    pub image: Option<Arc<MemoryImage>>,
+}
+
+impl MemoryEntry {
+    /// What `reset` puts back: the minimum and the image.
+    pub fn plan(&self) -> MemoryPlan {
+        MemoryPlan {
+            ty: self.ty,
+            image: self.image.clone().or_else(|| self.slot.image().cloned()),
+        }
+    }
+
+    /// Keeps `plan`'s image unless the slot now holds it.
+    pub fn keep_image(&mut self, plan: &MemoryPlan) {
+        self.image = plan.image.as_ref().filter(|i| !self.slot.holds(i)).cloned();
+    }
 }
 
 /// A store's record of one table.
@@ -72,51 +93,81 @@ pub(crate) struct TableEntry {
     pub maximum: Option<u32>,
 }
 
-/// What a store (or an instantiation in progress) holds: instance
-/// counts, memories and tables. Dropping it gives everything back through
-/// the allocator's one release path, which wakes waiting instantiations.
-pub(crate) struct Holdings {
-    allocator: Allocator,
-    /// How a failed attempt gives back (see [`Attempt`]).
-    attempt: Attempt,
+/// Instance counts, memories and tables: what [`Holdings`] hold.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
     /// Instance slots held (counted by a pool only).
     pub instances: u32,
     pub memories: Vec<MemoryEntry>,
     pub tables: Vec<TableEntry>,
 }
 
-impl Holdings {
+/// What a store (`A`: the [`Allocator`] it owns) or an instantiation in
+/// progress (`A`: one borrowed from its store, so that taking slots
+/// clones no reference count) holds. Dropping it gives everything back
+/// through the allocator's one release path, which wakes waiting
+/// instantiations.
+pub(crate) struct Holdings<A: Borrow<Allocator> = Allocator> {
+    allocator: A,
+    /// How a failed attempt gives back (see [`Attempt`]).
+    attempt: Attempt,
+    held: Held,
+}
+
+impl<A: Borrow<Allocator>> Holdings<A> {
     /// Nothing held yet.
-    pub fn new(allocator: Allocator) -> Self {
+    pub fn new(allocator: A) -> Self {
         Holdings {
             allocator,
             attempt: Attempt::Alone,
-            instances: 0,
-            memories: Vec::new(),
-            tables: Vec::new(),
+            held: Held::default(),
         }
     }
 
     /// The allocator it gives back to.
     pub fn allocator(&self) -> &Allocator {
-        &self.allocator
+        self.allocator.borrow()
     }
 
-    /// Moves everything `other` holds into `self`.
-    pub fn append(&mut self, mut other: Holdings) {
-        self.instances += std::mem::take(&mut other.instances);
-        self.memories.append(&mut other.memories);
-        self.tables.append(&mut other.tables);
+    /// What it holds, no longer given back when it drops: for a store to
+    /// [`append`](Holdings::append) at once.
+    pub fn detach(mut self) -> Held {
+        std::mem::take(&mut self.held)
     }
 }
 
-impl Drop for Holdings {
+impl Holdings {
+    /// Moves everything `other` holds into `self`.
+    pub fn append(&mut self, mut other: Held) {
+        self.held.instances += other.instances;
+        self.held.memories.append(&mut other.memories);
+        self.held.tables.append(&mut other.tables);
+    }
+}
+
+impl<A: Borrow<Allocator>> std::ops::Deref for Holdings<A> {
+    type Target = Held;
+    fn deref(&self) -> &Held {
+        &self.held
+    }
+}
+
+impl<A: Borrow<Allocator>> std::ops::DerefMut for Holdings<A> {
+    fn deref_mut(&mut self) -> &mut Held {
+        &mut self.held
+    }
+}
+
+impl<A: Borrow<Allocator>> Drop for Holdings<A> {
     fn drop(&mut self) {
-        let memories = self.memories.drain(..).rev().map(|m| (m.slot, m.plan));
-        let tables = self.tables.drain(..).rev().map(|t| t.slot);
-        let instances = std::mem::take(&mut self.instances);
-        match &self.allocator.0 {
-            Kind::Pool(p) => p.release(memories, tables, instances, self.attempt),
+        let held = std::mem::take(&mut self.held);
+        if held.instances == 0 && held.memories.is_empty() && held.tables.is_empty() {
+            return;
+        }
+        let memories = held.memories.into_iter().rev().map(|m| (m.slot, m.ty));
+        let tables = held.tables.into_iter().rev().map(|t| t.slot);
+        match &self.allocator.borrow().0 {
+            Kind::Pool(p) => p.release(memories, tables, held.instances, self.attempt),
             // Unmapped and freed as they drop.
             Kind::OnDemand(_) => {
                 memories.for_each(drop);
@@ -126,7 +177,7 @@ impl Drop for Holdings {
     }
 }
 
-impl std::fmt::Debug for Holdings {
+impl<A: Borrow<Allocator>> std::fmt::Debug for Holdings<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Holdings")
             .field("instances", &self.instances)
@@ -169,7 +220,7 @@ impl Allocator {
         &self,
         layout: &InstanceLayout,
         deadline: Option<Instant>,
-    ) -> Result<Holdings> {
+    ) -> Result<Holdings<&Allocator>> {
         let attempt = |attempt| self.take_now(layout, attempt);
         let mut held = match (&self.0, deadline) {
             (Kind::Pool(p), Some(deadline)) => p.admission.run(deadline, attempt).await?,
@@ -181,8 +232,8 @@ impl Allocator {
 
     /// One attempt of [`take`](Self::take); on failure, what it took goes
     /// back as `attempt` says.
-    fn take_now(&self, layout: &InstanceLayout, attempt: Attempt) -> Result<Holdings> {
-        let mut held = Holdings::new(self.clone());
+    fn take_now(&self, layout: &InstanceLayout, attempt: Attempt) -> Result<Holdings<&Allocator>> {
+        let mut held = Holdings::new(self);
         held.attempt = attempt;
         if let Kind::Pool(p) = &self.0 {
             p.acquire_instance()?;
@@ -196,7 +247,8 @@ impl Allocator {
             held.memories.push(MemoryEntry {
                 slot,
                 maximum,
-                plan: plan.clone(),
+                ty: plan.ty,
+                image: None,
             });
         }
         for ty in &layout.tables {
@@ -216,13 +268,20 @@ impl Allocator {
         Ok(held)
     }
 
-    /// The OS work of an instantiation: the image in place, `size` bytes
-    /// accessible.
-    pub(crate) fn prepare_memory(&self, entry: &mut MemoryEntry, size: usize) -> io::Result<()> {
-        match &self.0 {
-            Kind::Pool(p) => p.prepare_memory(&mut entry.slot, &entry.plan, size),
-            Kind::OnDemand(_) => entry.slot.prepare(&entry.plan, size).map(drop),
-        }
+    /// The OS work of an instantiation: `plan`'s image in place, `size`
+    /// bytes accessible.
+    pub(crate) fn prepare_memory(
+        &self,
+        entry: &mut MemoryEntry,
+        plan: &MemoryPlan,
+        size: usize,
+    ) -> io::Result<()> {
+        let done = match &self.0 {
+            Kind::Pool(p) => p.prepare_memory(&mut entry.slot, plan, size),
+            Kind::OnDemand(_) => entry.slot.prepare(plan, size).map(drop),
+        };
+        entry.keep_image(plan);
+        done
     }
 
     /// `(memory, table)` bytes a reset restores in place (0 on demand).

@@ -3,7 +3,7 @@
 //! ([`Parked`]) until its next tenant.
 
 use super::memory::{MemorySlot, Parked};
-use crate::layout::MemoryPlan;
+use crate::MemoryType;
 use crate::sys::{Claim, SlotPtr};
 
 /// A released slot, after the part it keeps resident was restored.
@@ -101,31 +101,31 @@ impl Queued {
 impl MemorySlot {
     /// Bytes of `[0, accessible)` a reset restores in place and keeps.
     ///
-    /// With guard markers at most `plan`'s minimum: markers cannot keep a
+    /// With guard markers at most the memory's minimum (`min`): markers cannot keep a
     /// page resident while making it fault, as `PROT_NONE` does, so what
     /// the next instance of the same layout could not reach is revoked. With
     /// [`SlotMode::checked`](super::SlotMode::checked) nothing is made to
     /// fault, so all of `keep_resident` is kept.
-    pub(super) fn kept(&self, keep_resident: usize, plan: &MemoryPlan) -> usize {
+    pub(super) fn kept(&self, keep_resident: usize, min: usize) -> usize {
         let keep = keep_resident.min(self.accessible);
         if self.mode.markers && !self.mode.checked {
-            keep.min(plan.ty.min_bytes())
+            keep.min(min)
         } else {
             keep
         }
     }
 
     /// Gives the slot up: restores its first `keep_resident` bytes in place
-    /// (see [`kept`](Self::kept) for `plan`'s part) and says what is left to
+    /// (see [`kept`](Self::kept) for the part of `ty`'s minimum) and says what is left to
     /// revoke. A slot that needs a scrub is left untouched (writing to it
     /// could fault); it is remapped before reuse.
-    pub fn release(mut self, keep_resident: usize, plan: &MemoryPlan) -> Released {
+    pub fn release(mut self, keep_resident: usize, ty: &MemoryType) -> Released {
         if self.needs_scrub {
             self.accessible = 0;
             let (claim, parked) = self.park(0);
             return Released::Ready(claim, parked);
         }
-        let keep = self.kept(keep_resident, plan);
+        let keep = self.kept(keep_resident, ty.min_bytes());
         // What the next instance of this layout reaches anyway stays
         // accessible, only its populated pages discarded: making it fault
         // costs a page-table entry a page with markers, and with `mprotect`
@@ -140,7 +140,7 @@ impl MemorySlot {
             let reached = self.high.min(self.accessible);
             (self.restore_and_find(keep.min(reached), reached), reached)
         } else {
-            let open = plan.ty.min_bytes().min(self.accessible).max(keep);
+            let open = ty.min_bytes().min(self.accessible).max(keep);
             (self.restore_and_find(keep, open), open)
         };
         if written.is_empty() && (self.mode.checked || open >= self.accessible) {

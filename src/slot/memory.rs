@@ -269,6 +269,16 @@ impl MemorySlot {
         Ok(work)
     }
 
+    /// The image this slot holds mapped, if any.
+    pub fn image(&self) -> Option<&Arc<MemoryImage>> {
+        self.image.as_ref()
+    }
+
+    /// Whether this slot holds `image` mapped.
+    pub fn holds(&self, image: &MemoryImage) -> bool {
+        self.image.as_ref().is_some_and(|i| i.id() == image.id())
+    }
+
     /// Whether this slot gets `image` by copying it in.
     pub(super) fn copies(&self, image: &MemoryImage) -> bool {
         image.is_copied() || (self.mode.dense && !image.is_empty())

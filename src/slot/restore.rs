@@ -29,7 +29,7 @@ impl MemorySlot {
             self.size = 0;
             return self.prepare(plan, plan.ty.min_bytes()).map(drop);
         }
-        let keep = self.kept(keep_resident, plan);
+        let keep = self.kept(keep_resident, plan.ty.min_bytes());
         // With `checked` the slot stays open to its capacity, and the tenant
         // reached no further than its largest size: the rest is as the last
         // reset left it (as at a release).

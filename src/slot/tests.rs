@@ -82,7 +82,7 @@ fn a_mapped_image_is_mapped_once_then_reused_by_the_warm_slot() {
     slot.bytes_mut()[..5].copy_from_slice(b"DIRTY");
     slot.bytes_mut()[100] = 1;
 
-    let (index, parked) = slab.back(ready(slot.release(PAGE, &plan(1, None))));
+    let (index, parked) = slab.back(ready(slot.release(PAGE, &plan(1, None).ty)));
     assert_eq!(parked.affinity(), Some(image.id()));
     assert_eq!(parked.resident, PAGE);
     let mut again = slab.slot(index, parked);
@@ -129,7 +129,7 @@ fn switching_images_leaves_nothing_of_the_old_one() {
     let slab = Slab::new();
     let mut slot = slab.slot(0, Parked::default());
     slot.prepare(&plan(1, Some(&a)), PAGE).unwrap();
-    let (index, parked) = slab.back(ready(slot.release(PAGE, &plan(1, None))));
+    let (index, parked) = slab.back(ready(slot.release(PAGE, &plan(1, None).ty)));
     let mut slot = slab.slot(index, parked);
     assert_eq!(
         slot.prepare(&plan(1, Some(&b)), PAGE).unwrap(),
@@ -146,7 +146,7 @@ fn release_past_keep_resident_queues_the_rest_for_revocation() {
     slot.prepare(&plan(1, None), PAGE).unwrap();
     slot.resize(3 * PAGE).unwrap();
     slot.bytes_mut().fill(9);
-    let q = queued(slot.release(PAGE, &plan(1, None)));
+    let q = queued(slot.release(PAGE, &plan(1, None).ty));
     assert_eq!((q.from(), q.to()), (PAGE, 3 * PAGE));
     // The kept part is restored before the slot is queued.
     // SAFETY: `[0, PAGE)` is still read-write and nobody else holds it.
@@ -172,7 +172,7 @@ fn a_failed_revocation_scrubs_the_slot() {
     let mut slot = slab.slot(0, Parked::default());
     slot.prepare(&plan(2, Some(&image)), 2 * PAGE).unwrap();
     slot.bytes_mut().fill(5);
-    let q = queued(slot.release(0, &plan(1, None)));
+    let q = queued(slot.release(0, &plan(1, None).ty));
     // As if the batch's syscalls had failed: the slot is remapped fresh.
     let (index, parked) = slab.back(q.finish(false));
     assert_eq!((parked.affinity(), parked.resident), (None, 0));
@@ -193,7 +193,7 @@ fn a_slot_needing_a_scrub_is_released_untouched_and_scrubbed_before_use() {
     slot.bytes_mut().fill(3);
     slot.needs_scrub = true;
     // A slot whose protections are unknown: release must not write to it.
-    let (index, parked) = slab.back(ready(slot.release(CAP, &plan(1, None))));
+    let (index, parked) = slab.back(ready(slot.release(CAP, &plan(1, None).ty)));
     assert_eq!(parked.resident, 0);
     let mut slot = slab.slot(index, parked);
     slot.prepare(&plan(1, None), PAGE).unwrap();

@@ -123,8 +123,8 @@ impl<T> Store<T> {
         let allocator = inner.held.allocator();
         let mut taking = allocator.take(layout, deadline).await?;
 
-        for entry in taking.memories.iter_mut() {
-            let min = entry.plan.ty.min_bytes();
+        for (entry, plan) in taking.memories.iter_mut().zip(&layout.memories) {
+            let min = plan.ty.min_bytes();
             let growth = Growth {
                 resource: Resource::Memory,
                 current: 0,
@@ -133,7 +133,7 @@ impl<T> Store<T> {
                 overflowed: false,
             };
             let r = limits::grow(&mut limiter, growth, || {
-                allocator.prepare_memory(entry, min)
+                allocator.prepare_memory(entry, plan, min)
             });
             counted(allocator, r.await)?;
         }
@@ -151,13 +151,17 @@ impl<T> Store<T> {
         }
 
         let to_u32 = |n: usize| u32::try_from(n).expect("store caps keep counts in u32");
-        let m0 = to_u32(inner.held.memories.len());
-        let t0 = to_u32(inner.held.tables.len());
-        inner.held.append(taking);
-        inner.instances.push(InstanceRecord {
-            memories: m0..to_u32(inner.held.memories.len()),
-            tables: t0..to_u32(inner.held.tables.len()),
-        });
+        let memories = to_u32(inner.held.memories.len() + taking.memories.len());
+        let tables = to_u32(inner.held.tables.len() + taking.tables.len());
+        let record = InstanceRecord {
+            memories: to_u32(inner.held.memories.len())..memories,
+            tables: to_u32(inner.held.tables.len())..tables,
+        };
+        // Nothing between these two can fail: the slots are held by one
+        // or the other.
+        let taken = taking.detach();
+        inner.held.append(taken);
+        inner.instances.push(record);
         Ok(Instance {
             store: id,
             index: to_u32(inner.instances.len() - 1),

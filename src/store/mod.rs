@@ -112,7 +112,11 @@ impl<T> Store<T> {
         }
         let mut first_error = None;
         for m in &mut self.inner.held.memories {
-            if let Err(e) = m.slot.reset(&m.plan, memory_keep) {
+            let plan = m.plan();
+            let reset = m.slot.reset(&plan, memory_keep);
+            // A reset that failed may have unmapped the slot's image.
+            m.keep_image(&plan);
+            if let Err(e) = reset {
                 first_error.get_or_insert(Error::Os(e));
             }
         }

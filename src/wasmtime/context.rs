@@ -121,7 +121,7 @@ impl Reservation {
         let slots = std::iter::once(first.take()).chain(rest.iter_mut().map(Option::take));
         let mut left = slots
             .zip(wants.iter())
-            .filter_map(|(slot, want)| Some((slot?, want.plan.clone())))
+            .filter_map(|(slot, want)| Some((slot?, want.plan.ty)))
             .peekable();
         if left.peek().is_some() {
             pool.release(left, std::iter::empty(), 0, attempt);

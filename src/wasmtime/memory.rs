@@ -106,7 +106,7 @@ impl PooledMemoryCreator {
                 }
             };
             if let Err(e) = self.pool.prepare_memory(&mut slot, &plan, minimum) {
-                self.pool.release_memory(slot, plan);
+                self.pool.release_memory(slot, plan.ty);
                 return Err(format!(
                     "instance_pool: preparing a memory of {minimum} bytes: {e}"
                 ));
@@ -259,12 +259,8 @@ unsafe impl wasmtime::LinearMemory for PooledLinearMemory {
 impl Drop for PooledLinearMemory {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            let image = self.plan.image.take();
-            let plan = MemoryPlan {
-                ty: self.plan.ty,
-                image,
-            };
-            self.pool.release_memory(slot, plan);
+            // The plan's image goes after the slot is back.
+            self.pool.release_memory(slot, self.plan.ty);
         }
     }
 }

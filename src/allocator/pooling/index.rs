@@ -5,11 +5,18 @@
 //! shard, and steals from the others only when its own is empty, so two
 //! threads do not contend on one lock in the steady state.
 //!
-//! Exhaustion is exact: a single atomic `free` count is decremented *before*
-//! a thread looks for a slot and incremented only *after* a slot is back in
-//! a shard. A thread that got a count is owed a slot, which is in some shard
-//! already; one that finds the count at zero knows every slot was taken at
-//! that instant. With capacity N, exactly N acquisitions succeed.
+//! Every count lives with its shard: the free and warm counts (mirrors of
+//! the shard's lists, written under its lock) and the held count (in use by
+//! the pool's user). A thread that takes from and returns to its home shard
+//! writes only that shard's cache line, so two cores share no line in the
+//! steady state (a count that every acquisition wrote, pool-wide, was most
+//! of what kept two threads from twice the work).
+//!
+//! Exhaustion is exact: an acquisition that finds no slot in any shard looks
+//! again holding every shard's lock at once, a snapshot in which no slot
+//! comes or goes. Only then is the pool empty, and the held counts of that
+//! snapshot say how many slots are on their way back (neither held nor
+//! free: see [`SlotIndex::unhold`]).
 //!
 //! The choice follows Wasmtime's module-affine allocator:
 //! 1. a warm (previously used) slot with the same affinity (image), the most
@@ -28,7 +35,7 @@
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 /// A slot handed out: its index, and the state it was released with
 /// (`S::default()` for a cold slot).
@@ -39,20 +46,29 @@ pub(crate) struct Taken<S> {
 }
 
 pub(crate) struct SlotIndex<S> {
-    shards: Box<[CachePadded<Mutex<Shard<S>>>]>,
-    /// The counts every acquisition and release writes, on one cache line
-    /// of their own: a line two cores write bounces once per operation,
-    /// not once per count.
-    counts: CachePadded<Counts>,
+    cells: Box<[CachePadded<Cell<S>>]>,
     max_unused_warm: u32,
 }
 
-struct Counts {
+/// No slot was free: every shard's lock was held when none was found.
+#[derive(Debug)]
+pub(crate) struct Empty {
+    /// Slots held at that instant (the rest were on their way back).
+    pub in_use: u32,
+}
+
+/// A shard and its counts, on cache lines of their own.
+struct Cell<S> {
+    shard: Mutex<Shard<S>>,
+    /// The shard's free slots and warm ones: mirrors of its lists, written
+    /// under its lock, read without it (metrics, the warm cap, slack).
     free: AtomicU32,
-    unused_warm: AtomicU32,
-    /// Held by tenants: kept by the pool that uses the index (see
-    /// [`SlotIndex::in_use`]), here for its cache line.
-    in_use: AtomicU32,
+    warm: AtomicU32,
+    /// Held slots counted here: incremented by acquisitions of threads at
+    /// home here (under the lock of the shard they took from), decremented
+    /// by releases of threads at home here. One shard's count may go below
+    /// zero; the sum over shards is the number held.
+    in_use: AtomicI64,
 }
 
 struct Shard<S> {
@@ -121,6 +137,31 @@ fn home_shard(shards: usize) -> usize {
 
 pub(super) use crate::sys::thread_number;
 
+impl<S> Shard<S> {
+    /// Takes a slot by the rules of the module doc (after affinity):
+    /// `prefer_cold` is asked only where both kinds are there to choose
+    /// from. The slot, its state (`None`: cold) .
+    fn take_by_rules(&mut self, prefer_cold: impl FnOnce() -> bool) -> Option<(u32, Option<S>)> {
+        let has_cold = !self.given_back.is_empty() || !self.cold.is_empty();
+        if has_cold && (self.warm.is_empty() || prefer_cold()) {
+            return self.take_cold().map(|i| (i, None));
+        }
+        self.take_lru().map(|(i, s)| (i, Some(s)))
+    }
+
+    fn free_len(&self) -> usize {
+        self.cold.len() + self.given_back.len() + self.warm.len()
+    }
+}
+
+impl<S> Cell<S> {
+    /// Writes the mirrors after a change under `shard`'s lock.
+    fn mirror(&self, shard: &Shard<S>) {
+        self.free.store(shard.free_len() as u32, Ordering::Relaxed);
+        self.warm.store(shard.warm.len() as u32, Ordering::Relaxed);
+    }
+}
+
 impl<S: Default> SlotIndex<S> {
     /// `capacity` cold slots spread over `shards` shards in contiguous
     /// blocks (neighbouring slots tend to be released together, which lets
@@ -128,132 +169,170 @@ impl<S: Default> SlotIndex<S> {
     pub fn new(capacity: u32, shards: usize, max_unused_warm: u32) -> Self {
         let shards = shards.clamp(1, capacity.max(1) as usize);
         let per = (capacity as usize).div_ceil(shards);
-        let shards = (0..shards)
+        let cells = (0..shards)
             .map(|s| {
                 let lo = (s * per).min(capacity as usize) as u32;
                 let hi = ((s + 1) * per).min(capacity as usize) as u32;
-                CachePadded::new(Mutex::new(Shard {
-                    cold: lo..hi,
-                    given_back: Vec::new(),
-                    warm: BTreeMap::new(),
-                    by_affinity: HashMap::new(),
-                    clock: 0,
-                }))
+                CachePadded::new(Cell {
+                    shard: Mutex::new(Shard {
+                        cold: lo..hi,
+                        given_back: Vec::new(),
+                        warm: BTreeMap::new(),
+                        by_affinity: HashMap::new(),
+                        clock: 0,
+                    }),
+                    free: AtomicU32::new(hi - lo),
+                    warm: AtomicU32::new(0),
+                    in_use: AtomicI64::new(0),
+                })
             })
             .collect();
         SlotIndex {
-            shards,
-            counts: CachePadded::new(Counts {
-                free: AtomicU32::new(capacity),
-                unused_warm: AtomicU32::new(0),
-                in_use: AtomicU32::new(0),
-            }),
+            cells,
             max_unused_warm,
         }
     }
 
-    /// Slots free now (not held, not queued for revocation).
+    /// Slots free now (not held, not on their way back). Exact when
+    /// nothing moves; a sum of per-shard counts while slots do.
     pub fn free(&self) -> u32 {
-        self.counts.free.load(Ordering::Relaxed)
+        self.cells
+            .iter()
+            .map(|c| c.free.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Takes a free slot, preferring one released with `affinity` (`None`:
-    /// no affinity, matches nothing); `None` when every slot is taken.
-    pub fn acquire(&self, affinity: Option<u64>) -> Option<Taken<S>> {
-        self.counts
-            .free
-            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| n.checked_sub(1))
-            .ok()?;
-        // We are owed a slot: it is in some shard already. Another owed
-        // thread may take the one we saw, so go round until we find one.
-        let n = self.shards.len();
+    /// no affinity, matches nothing), and counts it held; [`Empty`] when
+    /// every slot is taken.
+    pub fn acquire(&self, affinity: Option<u64>) -> Result<Taken<S>, Empty> {
+        let n = self.cells.len();
         let home = home_shard(n);
+        let ring = || (0..n).map(move |i| (home + i) % n);
         // A warm slot with the same image wins over anything in the home
         // shard, wherever it is: it needs no remapping.
         if let Some(affinity) = affinity {
-            for i in 0..n {
-                let taken = self.shards[(home + i) % n].lock().take_affine(affinity);
-                if let Some((index, state)) = taken {
-                    self.counts.unused_warm.fetch_sub(1, Ordering::Relaxed);
-                    return Some(Taken { index, state });
+            for s in ring() {
+                let cell = &self.cells[s];
+                if s != home && cell.warm.load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
+                let mut shard = cell.shard.lock();
+                if let Some((index, state)) = shard.take_affine(affinity) {
+                    return Ok(self.took(home, cell, &shard, index, Some(state)));
                 }
             }
         }
-        loop {
-            for i in 0..n {
-                let mut shard = self.shards[(home + i) % n].lock();
-                let prefer_cold =
-                    self.counts.unused_warm.load(Ordering::Relaxed) < self.max_unused_warm;
-                let affine = affinity.and_then(|a| shard.take_affine(a));
-                let (index, state, warm) = if let Some((idx, st)) = affine {
-                    (idx, st, true)
-                } else if prefer_cold {
-                    match shard.take_cold() {
-                        Some(idx) => (idx, S::default(), false),
-                        None => match shard.take_lru() {
-                            Some((idx, st)) => (idx, st, true),
-                            None => continue,
-                        },
-                    }
-                } else {
-                    match shard.take_lru() {
-                        Some((idx, st)) => (idx, st, true),
-                        None => match shard.take_cold() {
-                            Some(idx) => (idx, S::default(), false),
-                            None => continue,
-                        },
-                    }
-                };
-                if warm {
-                    self.counts.unused_warm.fetch_sub(1, Ordering::Relaxed);
-                }
-                return Some(Taken { index, state });
+        let prefer_cold = || self.unused_warm() < self.max_unused_warm;
+        for s in ring() {
+            let cell = &self.cells[s];
+            if s != home && cell.free.load(Ordering::Relaxed) == 0 {
+                continue;
             }
-            std::hint::spin_loop();
+            let mut shard = cell.shard.lock();
+            let got = match affinity.and_then(|a| shard.take_affine(a)) {
+                Some((index, state)) => Some((index, Some(state))),
+                None => shard.take_by_rules(prefer_cold),
+            };
+            if let Some((index, state)) = got {
+                return Ok(self.took(home, cell, &shard, index, state));
+            }
+        }
+        // Nothing seen: look again with every lock held (in order, so two
+        // such looks cannot deadlock), a snapshot nothing moves in.
+        let mut shards: Vec<_> = self.cells.iter().map(|c| c.shard.lock()).collect();
+        for (cell, shard) in self.cells.iter().zip(shards.iter_mut()) {
+            if let Some((index, state)) = shard.take_by_rules(prefer_cold) {
+                return Ok(self.took(home, cell, shard, index, state));
+            }
+        }
+        let held: i64 = self
+            .cells
+            .iter()
+            .map(|c| c.in_use.load(Ordering::SeqCst))
+            .sum();
+        drop(shards);
+        Err(Empty {
+            in_use: held.clamp(0, u32::MAX as i64) as u32,
+        })
+    }
+
+    /// Counts a slot taken from `cell` (its lock held: `shard`) as held.
+    fn took(
+        &self,
+        home: usize,
+        cell: &Cell<S>,
+        shard: &Shard<S>,
+        index: u32,
+        state: Option<S>,
+    ) -> Taken<S> {
+        cell.mirror(shard);
+        self.cells[home].in_use.fetch_add(1, Ordering::SeqCst);
+        Taken {
+            index,
+            state: state.unwrap_or_default(),
         }
     }
 
-    /// Returns a slot, warm, remembering its `affinity` and `state`.
+    /// Returns a held slot, warm, remembering its `affinity` and `state`.
     pub fn release(&self, index: u32, affinity: Option<u64>, state: S) {
-        {
-            let mut shard = self.shards[home_shard(self.shards.len())].lock();
-            let stamp = shard.clock;
-            shard.clock += 1;
-            shard.warm.insert(
-                stamp,
-                Warm {
-                    index,
-                    affinity,
-                    state,
-                },
-            );
-            if let Some(affinity) = affinity {
-                shard.remember(stamp, affinity);
-            }
+        self.unhold();
+        self.put_back(index, affinity, state);
+    }
+
+    /// A held slot is no longer held, but not free yet: on its way back
+    /// (being reset, or queued for revocation) until [`put_back`](Self::put_back).
+    pub fn unhold(&self) {
+        let home = home_shard(self.cells.len());
+        self.cells[home].in_use.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Makes a slot [`unhold`](Self::unhold) gave up free again, warm.
+    pub fn put_back(&self, index: u32, affinity: Option<u64>, state: S) {
+        let cell = &self.cells[home_shard(self.cells.len())];
+        let mut shard = cell.shard.lock();
+        let stamp = shard.clock;
+        shard.clock += 1;
+        shard.warm.insert(
+            stamp,
+            Warm {
+                index,
+                affinity,
+                state,
+            },
+        );
+        if let Some(affinity) = affinity {
+            shard.remember(stamp, affinity);
         }
-        self.counts.unused_warm.fetch_add(1, Ordering::Relaxed);
-        self.counts.free.fetch_add(1, Ordering::Release);
+        cell.mirror(&shard);
     }
 
     /// Returns a cold slot that was taken but never used: it is cold
     /// again, and the warm count is as before it was taken.
     pub fn give_back_cold(&self, index: u32) {
-        self.shards[home_shard(self.shards.len())]
-            .lock()
-            .given_back
-            .push(index);
-        self.counts.free.fetch_add(1, Ordering::Release);
+        self.unhold();
+        let cell = &self.cells[home_shard(self.cells.len())];
+        let mut shard = cell.shard.lock();
+        shard.given_back.push(index);
+        cell.mirror(&shard);
     }
 
-    /// The pool's count of slots held by tenants, beside the free count
-    /// that every acquisition and release writes too.
-    pub fn in_use(&self) -> &AtomicU32 {
-        &self.counts.in_use
+    /// Slots held now (exact when nothing moves).
+    pub fn in_use(&self) -> u32 {
+        let held: i64 = self
+            .cells
+            .iter()
+            .map(|c| c.in_use.load(Ordering::Relaxed))
+            .sum();
+        held.clamp(0, u32::MAX as i64) as u32
     }
 
     /// Idle slots that were used before.
     pub fn unused_warm(&self) -> u32 {
-        self.counts.unused_warm.load(Ordering::Relaxed)
+        self.cells
+            .iter()
+            .map(|c| c.warm.load(Ordering::Relaxed))
+            .sum()
     }
 }
 

@@ -8,7 +8,8 @@ fn cold_slots_come_out_lowest_first_then_exhaust() {
     let idx = SlotIndex::<()>::new(3, 1, 10);
     let got: Vec<u32> = (0..3).map(|_| idx.acquire(None).unwrap().index).collect();
     assert_eq!(got, [0, 1, 2]);
-    assert!(idx.acquire(None).is_none());
+    let empty = idx.acquire(None).expect_err("all taken");
+    assert_eq!(empty.in_use, 3);
     assert_eq!(idx.free(), 0);
 }
 
@@ -132,7 +133,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Acquire(a) => {
-                    let got = idx.acquire(a).map(|t| (t.index, t.state));
+                    let got = idx.acquire(a).ok().map(|t| (t.index, t.state));
                     let want = model.acquire(a).map(|(i, warm)| (i, warm.then_some(i)));
                     prop_assert_eq!(got, want);
                     held.extend(got.map(|(i, _)| i));
@@ -151,6 +152,7 @@ proptest! {
             }
             prop_assert_eq!(idx.unused_warm(), model.warm.len() as u32);
             prop_assert_eq!(idx.free() as usize, capacity as usize - held.len());
+            prop_assert_eq!(idx.in_use() as usize, held.len());
         }
     }
 }
@@ -165,7 +167,7 @@ fn emptied_affinity_sets_do_not_pile_up() {
         let t = index.acquire(Some(image)).unwrap();
         index.release(t.index, Some(image), ());
     }
-    let shard = index.shards[0].lock();
+    let shard = index.cells[0].shard.lock();
     assert!(
         shard.by_affinity.len() <= 64 + 2 * shard.warm.len() + 1,
         "{} affinities for {} warm slots",
@@ -174,5 +176,30 @@ fn emptied_affinity_sets_do_not_pile_up() {
     );
     // What is kept still finds its slot.
     drop(shard);
-    assert!(index.acquire(Some(9_999)).is_some());
+    assert!(index.acquire(Some(9_999)).is_ok());
+}
+
+/// Slots taken on one thread and released on another move between
+/// shards; an acquisition still finds every free slot, wherever it went,
+/// and reports the pool empty (with every slot held) only when it is.
+#[test]
+fn exhaustion_is_exact_across_shards() {
+    let idx = std::sync::Arc::new(SlotIndex::<()>::new(8, 4, 2));
+    let taken: Vec<u32> = (0..8).map(|_| idx.acquire(None).unwrap().index).collect();
+    assert_eq!(idx.acquire(Some(1)).unwrap_err().in_use, 8);
+    // Given back on other threads: into their home shards.
+    std::thread::scope(|s| {
+        for i in taken {
+            let idx = idx.clone();
+            s.spawn(move || idx.release(i, Some(u64::from(i % 2)), ()));
+        }
+    });
+    assert_eq!((idx.free(), idx.in_use()), (8, 0));
+    for _ in 0..8 {
+        idx.acquire(None).expect("a free slot in some shard");
+    }
+    assert_eq!(idx.acquire(None).unwrap_err().in_use, 8);
+    // On its way back: neither free nor held.
+    idx.unhold();
+    assert_eq!(idx.acquire(None).unwrap_err().in_use, 7);
 }

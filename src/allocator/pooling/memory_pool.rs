@@ -36,8 +36,7 @@ use crate::config::{MemoryLayout, MemoryProtection, PoolingConfig};
 use crate::layout::MemoryPlan;
 use crate::slot::{MemorySlot, Parked, Queued, Released, SlotMode};
 use crate::sys::{self, Claim, Slab};
-use crate::{Error, Resource, Result, WASM_PAGE_SIZE};
-use std::sync::atomic::Ordering;
+use crate::{Error, MemoryType, Resource, Result, WASM_PAGE_SIZE};
 
 pub(crate) struct MemoryPool {
     slab: Slab,
@@ -158,23 +157,23 @@ impl MemoryPool {
             .filter(|i| i.is_mapped())
             .map(|i| i.id());
         let taken = loop {
-            if let Some(t) = self.index.acquire(affinity) {
-                break t;
-            }
+            let empty = match self.index.acquire(affinity) {
+                Ok(t) => break t,
+                Err(empty) => empty,
+            };
             // Free what the background thread revoked, or revoke what is
             // queued ourselves (now, not behind the thread), and try again.
             if self.take_done(counters) || self.flush_here(counters) {
                 continue;
             }
-            // Nothing queued: every slot is held, or on its way back (a
-            // store's release, or a batch another thread is revoking, has
-            // made it no longer in use). Exhaustion is exact: only when
-            // every slot is held. A slot another acquisition has just taken
-            // is counted in a moment.
+            // Nothing queued: every slot was held when the index looked,
+            // or on its way back (a store's release, or a batch another
+            // thread is revoking, has made it no longer held). Exhaustion
+            // is exact: only when every slot is held.
             // In a forked child, slots the parent's revoker held at the fork
             // never come back.
             let lost = self.revoker.as_ref().map_or(0, |r| r.lost()) as u32;
-            if self.index.in_use().load(Ordering::SeqCst) + lost >= self.total {
+            if empty.in_use.saturating_add(lost) >= self.total {
                 counters.exhausted(Resource::Memory);
                 return Err(Error::PoolExhausted {
                     resource: Resource::Memory,
@@ -183,7 +182,6 @@ impl MemoryPool {
             }
             std::thread::yield_now();
         };
-        self.index.in_use().fetch_add(1, Ordering::SeqCst);
         counters.acquired(Resource::Memory);
         let Taken { index, state } = taken;
         counters.resident_sub(state.resident);
@@ -207,10 +205,10 @@ impl MemoryPool {
 
     /// Resets a released slot and returns it to the free lists (now, or
     /// after its batch is revoked).
-    pub fn release(&self, slot: MemorySlot, plan: &MemoryPlan, counters: &Counters) {
-        let released = slot.release(self.keep_resident, plan);
-        // Not in use before it is free: in_use never exceeds the total.
-        self.index.in_use().fetch_sub(1, Ordering::SeqCst);
+    pub fn release(&self, slot: MemorySlot, ty: &MemoryType, counters: &Counters) {
+        let released = slot.release(self.keep_resident, ty);
+        // Not held before it is free: held slots never exceed the total.
+        self.index.unhold();
         match released {
             Released::Ready(claim, parked) => self.return_slot(claim, parked, counters),
             Released::Revoke(queued) => {
@@ -298,11 +296,11 @@ impl MemoryPool {
         let index = claim.index();
         // Unclaimed before it is free: the next acquisition claims it.
         self.slab.unclaim(claim);
-        self.index.release(index, parked.affinity(), parked);
+        self.index.put_back(index, parked.affinity(), parked);
     }
 
     pub fn in_use(&self) -> u32 {
-        self.index.in_use().load(Ordering::Relaxed)
+        self.index.in_use()
     }
 
     pub fn unused_warm(&self) -> u32 {

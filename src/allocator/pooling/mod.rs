@@ -9,6 +9,7 @@ mod decommit;
 mod index;
 mod memory_pool;
 mod metrics;
+mod permits;
 mod stack_pool;
 mod table_pool;
 
@@ -20,12 +21,11 @@ use crate::config::PoolingConfig;
 use crate::layout::MemoryPlan;
 use crate::slot::{ImageWork, MemorySlot, TableSlot};
 use crate::sys::{self, Slab};
-use crate::{Error, InstanceLayout, Resource, Result, TableType};
+use crate::{Error, InstanceLayout, MemoryType, Resource, Result, TableType};
 use memory_pool::MemoryPool;
 use metrics::Counters;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use table_pool::TablePool;
 
@@ -76,10 +76,14 @@ impl std::fmt::Debug for PoolingInstanceAllocator {
 }
 
 /// The pool behind every clone of a [`PoolingInstanceAllocator`].
+///
+/// Aligned to a cache line pair, so that the `Arc`'s reference count (every
+/// store clones it) shares no line with what requests read.
+#[repr(align(128))]
 pub(crate) struct Pool {
     config: PoolingConfig,
     pub(crate) admission: admission::Admission,
-    instances_in_use: AtomicU32,
+    instances: permits::Permits,
     memories: MemoryPool,
     tables: TablePool,
     counters: Counters,
@@ -113,7 +117,7 @@ impl PoolingInstanceAllocator {
                 memories: MemoryPool::new(config, shards)?,
                 tables: TablePool::new(config, shards)?,
                 config: config.clone(),
-                instances_in_use: AtomicU32::new(0),
+                instances: permits::Permits::new(config.total_instances, shards),
                 admission: admission::Admission::default(),
                 counters: Counters::default(),
             }),
@@ -124,7 +128,7 @@ impl PoolingInstanceAllocator {
     pub fn metrics(&self) -> PoolMetrics {
         let p = &self.inner;
         let mut m = PoolMetrics {
-            instances_in_use: p.instances_in_use.load(Ordering::Relaxed),
+            instances_in_use: p.instances.taken(),
             memories_in_use: p.memories.in_use(),
             tables_in_use: p.tables.in_use(),
             unused_warm_memories: p.memories.unused_warm(),
@@ -196,22 +200,15 @@ impl Pool {
 
     pub(crate) fn acquire_instance(&self) -> Result<()> {
         let limit = self.config.total_instances;
-        match self
-            .instances_in_use
-            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
-                (n < limit).then_some(n + 1)
-            }) {
-            Ok(_) => {
-                self.counters.acquired(Resource::Instance);
-                Ok(())
-            }
-            Err(_) => {
-                self.counters.exhausted(Resource::Instance);
-                Err(Error::PoolExhausted {
-                    resource: Resource::Instance,
-                    limit,
-                })
-            }
+        if self.instances.take() {
+            self.counters.acquired(Resource::Instance);
+            Ok(())
+        } else {
+            self.counters.exhausted(Resource::Instance);
+            Err(Error::PoolExhausted {
+                resource: Resource::Instance,
+                limit,
+            })
         }
     }
 
@@ -244,20 +241,19 @@ impl Pool {
     /// (see [`Attempt::Queued`]).
     pub(crate) fn release(
         &self,
-        memories: impl Iterator<Item = (MemorySlot, MemoryPlan)>,
+        memories: impl Iterator<Item = (MemorySlot, MemoryType)>,
         tables: impl Iterator<Item = TableSlot>,
         instances: u32,
         attempt: Attempt,
     ) {
-        for (slot, plan) in memories {
-            self.memories.release(slot, &plan, &self.counters);
+        for (slot, ty) in memories {
+            self.memories.release(slot, &ty, &self.counters);
         }
         for slot in tables {
             self.tables.release(slot, &self.counters);
         }
         if instances > 0 {
-            self.instances_in_use
-                .fetch_sub(instances, Ordering::Release);
+            self.instances.give_back(instances);
         }
         if attempt == Attempt::Alone {
             self.admission.released();
@@ -266,9 +262,9 @@ impl Pool {
 
     /// [`release`](Self::release) of one memory.
     #[cfg(feature = "wasmtime")]
-    pub(crate) fn release_memory(&self, slot: MemorySlot, plan: MemoryPlan) {
+    pub(crate) fn release_memory(&self, slot: MemorySlot, ty: MemoryType) {
         let none = std::iter::empty();
-        self.release(std::iter::once((slot, plan)), none, 0, Attempt::Alone);
+        self.release(std::iter::once((slot, ty)), none, 0, Attempt::Alone);
     }
 
     /// A table slot for `ty` and the maximum the limiter sees.

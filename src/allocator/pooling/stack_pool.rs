@@ -27,7 +27,7 @@ use crate::slot::StackSlot;
 use crate::sys::{self, Slab};
 use crate::{Error, Result};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// A pool of fiber stacks. Clones share the pool; a [`PooledStack`] keeps
 /// it alive and goes back to it, zeroed, when dropped.
@@ -42,7 +42,6 @@ struct Stacks {
     /// Guards are guard markers in a read-write slab (else `PROT_NONE`).
     markers: bool,
     index: SlotIndex<StackState>,
-    in_use: AtomicU32,
     acquisitions: AtomicU64,
     exhausted: AtomicU64,
     resident: AtomicI64,
@@ -129,7 +128,6 @@ impl StackPool {
                 markers,
                 // No warm stack is kept idle for a cold one's sake.
                 index: SlotIndex::new(config.total_stacks, default_shards(), 0),
-                in_use: AtomicU32::new(0),
                 acquisitions: AtomicU64::new(0),
                 exhausted: AtomicU64::new(0),
                 resident: AtomicI64::new(0),
@@ -144,7 +142,7 @@ impl StackPool {
     /// before the call).
     pub fn allocate(&self) -> Result<PooledStack> {
         let p = &self.inner;
-        let Some(Taken { index, state }) = p.index.acquire(None) else {
+        let Ok(Taken { index, state }) = p.index.acquire(None) else {
             p.exhausted.fetch_add(1, Relaxed);
             return Err(Error::StacksExhausted {
                 limit: p.config.total_stacks,
@@ -160,7 +158,6 @@ impl StackPool {
             return Err(Error::Os(e));
         }
         p.resident.fetch_sub(state.resident as i64, Relaxed);
-        p.in_use.fetch_add(1, Relaxed);
         p.acquisitions.fetch_add(1, Relaxed);
         Ok(PooledStack {
             pool: p.clone(),
@@ -172,7 +169,7 @@ impl StackPool {
     pub fn metrics(&self) -> StackPoolMetrics {
         let p = &self.inner;
         StackPoolMetrics {
-            stacks_in_use: p.in_use.load(Relaxed),
+            stacks_in_use: p.index.in_use(),
             unused_warm_stacks: p.index.unused_warm(),
             unused_resident_bytes: p.resident.load(Relaxed).max(0) as u64,
             stack_acquisitions: p.acquisitions.load(Relaxed),
@@ -281,8 +278,6 @@ impl Drop for PooledStack {
         let p = &self.pool;
         let resident = slot.reset(p.config.stack_keep_resident);
         p.resident.fetch_add(resident as i64, Relaxed);
-        // Not in use before it is free: in_use never exceeds the total.
-        p.in_use.fetch_sub(1, Relaxed);
         let state = StackState {
             ready: true,
             resident,

@@ -23,7 +23,6 @@ use crate::config::PoolingConfig;
 use crate::slot::TableSlot;
 use crate::sys::{self, Slab};
 use crate::{Error, Resource, Result, TableType};
-use std::sync::atomic::Ordering;
 
 const ELEM: usize = std::mem::size_of::<usize>();
 
@@ -76,14 +75,13 @@ impl TablePool {
     /// Takes a free slot (zeroed) for a table of `ty`, of size 0; returns
     /// it and the maximum the limiter sees.
     pub fn acquire(&self, ty: &TableType, counters: &Counters) -> Result<(TableSlot, u32)> {
-        let taken = self.index.acquire(None).ok_or_else(|| {
+        let taken = self.index.acquire(None).map_err(|_| {
             counters.exhausted(Resource::Table);
             Error::PoolExhausted {
                 resource: Resource::Table,
                 limit: self.total,
             }
         })?;
-        self.index.in_use().fetch_add(1, Ordering::Relaxed);
         counters.acquired(Resource::Table);
         counters.resident_sub(taken.state.resident);
         // Zero past any size: every release clears the used part.
@@ -95,8 +93,6 @@ impl TablePool {
     pub fn release(&self, mut slot: TableSlot, counters: &Counters) {
         let resident = slot.clear(self.keep_resident);
         counters.resident_add(resident);
-        // Not in use before it is free: in_use never exceeds the total.
-        self.index.in_use().fetch_sub(1, Ordering::Relaxed);
         let claim = slot.into_claim().expect("a pool's table");
         let index = claim.index();
         self.slab.unclaim(claim);
@@ -104,7 +100,7 @@ impl TablePool {
     }
 
     pub fn in_use(&self) -> u32 {
-        self.index.in_use().load(Ordering::Relaxed)
+        self.index.in_use()
     }
 
     pub fn unused_warm(&self) -> u32 {
