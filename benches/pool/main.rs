@@ -260,7 +260,7 @@ fn cycle_threads(c: &mut Criterion) {
         || RAW.with_borrow_mut(|slot| slot.get_or_insert_with(|| raw::Slot::new(&bytes)).cycle());
     let marked_cycle =
         || MARKED.with_borrow_mut(|s| s.get_or_insert_with(|| raw::MarkedSlots::new(16)).cycle());
-    let rows: [(&str, &(dyn Fn() + Sync)); 15] = [
+    let rows: [(&str, &(dyn Fn() + Sync)); 16] = [
         ("pool_keep_resident", &|| tenant_cycle(&keep, &layout)),
         ("pool_keep_resident_no_grow", &|| {
             tenant_cycle_no_grow(&keep, &layout)
@@ -290,6 +290,12 @@ fn cycle_threads(c: &mut Criterion) {
         // Each thread its own hand-written slots (made on first use).
         ("raw_memset_madvise", &raw_cycle),
         ("raw_guard_markers_batched", &marked_cycle),
+        ("raw_bounds_checked", &|| {
+            thread_local! {
+                static SCANNED: std::cell::RefCell<Option<raw::ScannedSlot>> = const { std::cell::RefCell::new(None) };
+            }
+            SCANNED.with_borrow_mut(|s| s.get_or_insert_with(raw::ScannedSlot::new).cycle())
+        }),
         ("raw_guard_markers", &|| {
             thread_local! {
                 static ONE: std::cell::RefCell<Option<raw::MarkedSlots>> = const { std::cell::RefCell::new(None) };

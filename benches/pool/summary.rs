@@ -166,6 +166,7 @@ pub fn summary(since: SystemTime) {
         "raw_memset_madvise",
         "raw_guard_markers",
         "raw_guard_markers_batched",
+        "raw_bounds_checked",
     ] {
         if let Some((r, tp1, tp2)) = scaling(name) {
             let target = match name {
@@ -192,6 +193,18 @@ pub fn summary(since: SystemTime) {
         let met = if r >= 0.9 { "met" } else { "MISSED" };
         lines.push(format!(
             "| cycle_threads: pool+keep-resident, batches of 16: its 2-over-1 scaling over the raw batched floor's | **{r:.2}x** (target >= 0.9x: {met}) | {pool:.2}x / {floor:.2}x |"
+        ));
+    }
+    // The bounds-checked request against its own design's floor: the same
+    // one PAGEMAP_SCAN a request (its `mmap_lock` and `mm_users` are the
+    // process's, both cores write them), without the pool's bookkeeping.
+    if let (Some((pool, ..)), Some((floor, ..))) = (
+        scaling("pool_bounds_checked"),
+        scaling("raw_bounds_checked"),
+    ) {
+        lines.push(format!(
+            "| cycle_threads: bounds-checked: its 2-over-1 scaling over the raw bounds-checked floor's | **{:.2}x** | {pool:.2}x / {floor:.2}x |",
+            pool / floor
         ));
     }
     for (_, name) in &IMAGE_SIZES[1..] {
