@@ -285,7 +285,11 @@ impl PoolingConfig {
         /// How long [`Store::instantiate_async`](crate::Store::instantiate_async)
         /// waits for a slot when the pool is exhausted (first come, first
         /// served) before failing with `PoolExhausted`. Zero (the default)
-        /// fails at once, as Wasmtime does.
+        /// fails at once, as Wasmtime does. Deadlines are kept by one
+        /// thread of the crate's in the process, started at the first
+        /// wait: where the process cannot start it (a thread limit), a
+        /// wait ends at once, as at its deadline, and a later one tries
+        /// again.
         admission_timeout / get_admission_timeout: std::time::Duration;
         /// How bytes past each memory's size are made to fault: guard
         /// markers or `mprotect` ([`MemoryProtection`]). With guard markers,

@@ -72,6 +72,9 @@ pub enum Syscall {
     ProcessMadvise,
     /// The `PAGEMAP_SCAN` ioctl on `/proc/self/pagemap`.
     PagemapScan,
+    /// Starting a thread of the crate's own (the admission timer): only
+    /// [`fault::refuse`] fails it, never [`fault::fail_nth`].
+    Thread,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -100,6 +103,16 @@ pub fn features() -> Features {
 
 fn last_error() -> io::Error {
     io::Error::last_os_error()
+}
+
+/// Starts a detached thread named `name` running `f`; the error if the
+/// process cannot start one (a thread limit, no memory).
+pub fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    check(Syscall::Thread)?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
 }
 
 #[inline(always)]

@@ -131,7 +131,9 @@ impl Locked {
         }
         let shared = Arc::downgrade(shared);
         let waker = Waker::from(Arc::new(Recheck { shared, at: t }));
-        self.recheck = Some((t, timer::wake_at(t, waker)));
+        // Without a timer thread no recheck comes: turns then move on only
+        // as slots are released and waiters come and go.
+        self.recheck = timer::wake_at(t, waker).map(|key| (t, key));
     }
 }
 
@@ -275,7 +277,12 @@ impl Future for Turn<'_, '_> {
             if let Some((old, _)) = this.timer.take() {
                 timer::cancel(old);
             }
-            let key = timer::wake_at(this.deadline, cx.waker().clone());
+            // Without a timer thread (the process could not start one)
+            // nothing would end this wait at its deadline: it ends now, as
+            // at the deadline (one last attempt).
+            let Some(key) = timer::wake_at(this.deadline, cx.waker().clone()) else {
+                return Poll::Ready(false);
+            };
             this.timer = Some((key, cx.waker().clone()));
         }
         Poll::Pending

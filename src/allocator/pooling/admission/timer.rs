@@ -13,6 +13,7 @@
 use crossbeam_utils::atomic::AtomicCell;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 use std::time::Instant;
@@ -38,6 +39,9 @@ struct Timer {
     pid: u32,
     due: Mutex<Due>,
     cv: Condvar,
+    /// Set (under `due`'s lock) when another timer was published first:
+    /// the thread ends.
+    retired: AtomicBool,
 }
 
 fn lock(t: &Timer) -> MutexGuard<'_, Due> {
@@ -59,30 +63,36 @@ impl Eq for TimerRef {}
 /// A pointer-sized atomic: no lock a fork could leave held.
 static TIMER: AtomicCell<Option<TimerRef>> = AtomicCell::new(None);
 
-fn timer() -> &'static Timer {
+/// This process's timer, started on first use; `None` if the process
+/// cannot start its thread (a later call tries again).
+fn timer() -> Option<&'static Timer> {
     let pid = std::process::id();
     loop {
         let cur = TIMER.load();
         if let Some(TimerRef(t)) = cur
             && t.pid == pid
         {
-            return t;
+            return Some(t);
         }
-        // Leaked before it is published: two threads racing the first use
-        // in a process leak one small `Timer`, once.
+        // Leaked: its thread holds it for good. Two threads racing the first
+        // use in a process leak one small `Timer` (its thread ends at once).
         let new: &'static Timer = Box::leak(Box::new(Timer {
             pid,
             due: Mutex::default(),
             cv: Condvar::new(),
+            retired: AtomicBool::new(false),
         }));
+        // The thread first: a published timer always has one, so no waker
+        // is ever registered where nothing would wake it.
+        crate::sys::spawn_thread("instance-pool-timer", move || run(new)).ok()?;
         if TIMER.compare_exchange(cur, Some(TimerRef(new))).is_err() {
+            let due = lock(new);
+            new.retired.store(true, Ordering::Relaxed);
+            drop(due);
+            new.cv.notify_one();
             continue;
         }
-        std::thread::Builder::new()
-            .name("instance-pool-timer".into())
-            .spawn(move || run(new))
-            .expect("cannot start the admission timer thread");
-        return new;
+        return Some(new);
     }
 }
 
@@ -90,6 +100,9 @@ fn run(t: &'static Timer) {
     let mut due = lock(t);
     let mut fire = Vec::new();
     loop {
+        if t.retired.load(Ordering::Relaxed) {
+            return;
+        }
         let now = Instant::now();
         while let Some(entry) = due.wakers.first_entry() {
             if entry.key().0 > now {
@@ -119,16 +132,17 @@ fn run(t: &'static Timer) {
     }
 }
 
-/// Wakes `waker` at `at` unless cancelled first.
-pub fn wake_at(at: Instant, waker: Waker) -> Key {
-    let t = timer();
+/// Wakes `waker` at `at` unless cancelled first; `None` (and `waker`
+/// dropped) if the process cannot start the timer's thread.
+pub fn wake_at(at: Instant, waker: Waker) -> Option<Key> {
+    let t = timer()?;
     let mut due = lock(t);
     let id = due.next_id;
     due.next_id += 1;
     due.wakers.insert((at, id), waker);
     drop(due);
     t.cv.notify_one();
-    Key(at, id, t.pid)
+    Some(Key(at, id, t.pid))
 }
 
 /// Drops a registration that is no longer needed.
@@ -136,7 +150,8 @@ pub fn cancel(key: Key) {
     if !key.is_live() {
         return; // The parent's timer: not ours to touch.
     }
-    let removed = lock(timer()).wakers.remove(&(key.0, key.1));
+    // A live key was registered with this process's timer: it is there.
+    let removed = timer().and_then(|t| lock(t).wakers.remove(&(key.0, key.1)));
     // The waker goes after the lock (the statement above released it).
     drop(removed);
 }
@@ -144,7 +159,7 @@ pub fn cancel(key: Key) {
 /// Registrations pending now.
 #[cfg(test)]
 pub fn pending() -> usize {
-    lock(timer()).wakers.len()
+    timer().map_or(0, |t| lock(t).wakers.len())
 }
 
 #[cfg(test)]
