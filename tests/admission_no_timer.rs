@@ -6,6 +6,8 @@
 //! Its own test binary, with one test: the timer is process-wide and
 //! started at the first wait, so no other test may have waited before.
 
+mod common;
+use common::config;
 use instance_pool::*;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -21,14 +23,7 @@ fn layout() -> InstanceLayout {
 
 #[test]
 fn a_wait_without_a_timer_thread_ends_at_once_and_a_later_one_is_served() {
-    let mut c = PoolingConfig::default();
-    c.total_instances(1)
-        .total_memories(1)
-        .total_tables(1)
-        .max_memory_size(1 << 20)
-        .memory_guard_size(64 << 10)
-        .table_elements(16);
-    let p = PoolingInstanceAllocator::new(&c).unwrap();
+    let p = PoolingInstanceAllocator::new(&config::small(1)).unwrap();
     let mut holder = Store::new(&p, ());
     holder.instantiate(&layout()).unwrap();
 
