@@ -242,6 +242,7 @@ fn cycle_threads(c: &mut Criterion) {
     let default_mprotect = pool(16, |c| {
         c.memory_protection(MPROTECT);
     });
+    let shipped = PoolingInstanceAllocator::new(&PoolingConfig::default()).expect("bench pool");
     let batched = batched_pool(MARKERS);
     let checked = keep_pool(CHECKED, 1);
     let checked_default = pool(16, |c| {
@@ -260,7 +261,7 @@ fn cycle_threads(c: &mut Criterion) {
         || RAW.with_borrow_mut(|slot| slot.get_or_insert_with(|| raw::Slot::new(&bytes)).cycle());
     let marked_cycle =
         || MARKED.with_borrow_mut(|s| s.get_or_insert_with(|| raw::MarkedSlots::new(16)).cycle());
-    let rows: [(&str, &(dyn Fn() + Sync)); 16] = [
+    let rows: [(&str, &(dyn Fn() + Sync)); 17] = [
         ("pool_keep_resident", &|| tenant_cycle(&keep, &layout)),
         ("pool_keep_resident_no_grow", &|| {
             tenant_cycle_no_grow(&keep, &layout)
@@ -275,6 +276,7 @@ fn cycle_threads(c: &mut Criterion) {
             tenant_cycle(&keep_mprotect, &layout)
         }),
         ("pool_default", &|| tenant_cycle(&default, &layout)),
+        ("pool_shipped", &|| tenant_cycle(&shipped, &layout)),
         ("pool_default_mprotect", &|| {
             tenant_cycle(&default_mprotect, &layout)
         }),

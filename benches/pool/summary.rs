@@ -159,6 +159,7 @@ pub fn summary(since: SystemTime) {
         "pool_bounds_checked",
         "pool_bounds_checked_default",
         "pool_default",
+        "pool_shipped",
         "pool_default_no_grow",
         "pool_default_background",
         "pool_default_mprotect",
@@ -170,7 +171,7 @@ pub fn summary(since: SystemTime) {
     ] {
         if let Some((r, tp1, tp2)) = scaling(name) {
             let target = match name {
-                "pool_default" => Some(1.3),
+                "pool_default" | "pool_shipped" => Some(1.3),
                 "pool_keep_resident_no_grow" | "pool_bounds_checked" => Some(1.8),
                 _ => None,
             };

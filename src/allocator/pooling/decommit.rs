@@ -6,16 +6,20 @@
 //! many shootdowns into one. A batch is revoked every `decommit_batch_size`
 //! releases while the pool has slack (sooner, down to every release, as it
 //! fills: see `MemoryPool::release`), and at once when an acquisition finds
-//! no free slot. The queue's lock is only held to add a slot or take a
-//! batch out: the revocation runs after it, so no release waits for
-//! another's TLB flush. With a batch size of 1 a release does its own
-//! calls, without taking the lock.
+//! no free slot. The queue is sharded like the slot index: a thread queues
+//! into its home shard, behind that shard's lock on its own cache line, so
+//! two cores releasing share no line; a flush takes every shard's slots.
+//! A lock is only held to add a slot or take a batch out: the revocation
+//! runs after it, so no release waits for another's TLB flush. With a
+//! batch size of 1 a release does its own calls, without taking a lock.
 //!
 //! What one revocation does to a batch is the slot layer's business
 //! ([`revoke_marked`](crate::slot::revoke_marked),
 //! [`revoke_protected`](crate::slot::revoke_protected)).
 
+use super::index::thread_number;
 use crate::slot::Queued;
+use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -25,29 +29,41 @@ const PREALLOCATED: usize = 64;
 
 pub(crate) struct DecommitQueue {
     batch: usize,
+    shards: Box<[CachePadded<Shard>]>,
+}
+
+struct Shard {
     pending: Mutex<Vec<Queued>>,
     len: AtomicUsize,
 }
 
 impl DecommitQueue {
-    pub fn new(batch: usize) -> Self {
-        DecommitQueue {
-            batch,
-            pending: Mutex::new(Vec::with_capacity(batch.min(PREALLOCATED))),
-            len: AtomicUsize::new(0),
-        }
+    pub fn new(batch: usize, shards: usize) -> Self {
+        let shards = (0..shards.max(1))
+            .map(|_| {
+                CachePadded::new(Shard {
+                    pending: Mutex::new(Vec::new()),
+                    len: AtomicUsize::new(0),
+                })
+            })
+            .collect();
+        DecommitQueue { batch, shards }
     }
 
-    /// Queues `p`; once `limit` slots are queued (at most the configured
-    /// batch, at least 1), takes them all and runs `finish` on them after
-    /// unlocking: a revocation flushes TLBs, and no other release or
-    /// acquisition waits for it. With a batch of 1, `finish` runs at once
-    /// without the lock.
+    /// Queues `p` in the calling thread's shard; once `limit` slots are
+    /// queued there (at most the configured batch, at least 1), takes them
+    /// all and runs `finish` on them after unlocking: a revocation flushes
+    /// TLBs, and no other release or acquisition waits for it. With a batch
+    /// of 1, `finish` runs at once without a lock.
     pub fn push(&self, p: Queued, limit: usize, finish: impl FnOnce(Vec<Queued>)) {
         if self.batch <= 1 {
             return finish(vec![p]);
         }
-        let mut pending = self.pending.lock();
+        let shard = &self.shards[thread_number() % self.shards.len()];
+        let mut pending = shard.pending.lock();
+        if pending.capacity() == 0 {
+            pending.reserve(self.batch.min(PREALLOCATED));
+        }
         pending.push(p);
         let full = pending.len() >= limit.clamp(1, self.batch);
         let batch = full.then(|| {
@@ -56,21 +72,27 @@ impl DecommitQueue {
                 Vec::with_capacity(self.batch.min(PREALLOCATED)),
             )
         });
-        self.len.store(pending.len(), Ordering::Relaxed);
+        shard.len.store(pending.len(), Ordering::Relaxed);
         drop(pending);
         if let Some(batch) = batch {
             finish(batch);
         }
     }
 
-    /// Takes whatever is queued (the lock is held only to take it) and runs
-    /// `finish` on it unless empty. Whether anything was taken.
+    /// Takes whatever is queued in every shard (each lock held only to take
+    /// its part) and runs `finish` on it, as one batch, unless empty.
+    /// Whether anything was taken.
     pub fn flush(&self, finish: impl FnOnce(Vec<Queued>)) -> bool {
-        let batch = {
-            let mut pending = self.pending.lock();
-            self.len.store(0, Ordering::Relaxed);
-            std::mem::take(&mut *pending)
-        };
+        let mut batch = Vec::new();
+        for shard in self.shards.iter() {
+            let mut pending = shard.pending.lock();
+            shard.len.store(0, Ordering::Relaxed);
+            if batch.is_empty() {
+                batch = std::mem::take(&mut *pending);
+            } else {
+                batch.append(&mut pending);
+            }
+        }
         let any = !batch.is_empty();
         if any {
             finish(batch);
@@ -78,7 +100,11 @@ impl DecommitQueue {
         any
     }
 
+    /// Slots queued now (a sum over shards).
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|s| s.len.load(Ordering::Relaxed))
+            .sum()
     }
 }

@@ -202,6 +202,14 @@ impl<S: Default> SlotIndex<S> {
             .sum()
     }
 
+    /// [`free`](Self::free) estimated from the calling thread's home
+    /// shard alone (its count times the shards): no other core's line read.
+    pub fn free_estimate(&self) -> u32 {
+        let n = self.cells.len();
+        let home = self.cells[home_shard(n)].free.load(Ordering::Relaxed);
+        home.saturating_mul(n as u32)
+    }
+
     /// Takes a free slot, preferring one released with `affinity` (`None`:
     /// no affinity, matches nothing), and counts it held; [`Empty`] when
     /// every slot is taken.

@@ -91,7 +91,7 @@ impl MemoryPool {
             keep_resident: config.memory_keep_resident.min(slot_size),
             total: config.total_memories,
             index: SlotIndex::new(config.total_memories, shards, config.max_unused_warm_slots),
-            decommit: DecommitQueue::new(config.decommit_batch_size),
+            decommit: DecommitQueue::new(config.decommit_batch_size, shards),
             mode,
             batched: config.decommit_batch_size > 1 && sys::features().process_madvise,
             revoker: None,
@@ -215,7 +215,9 @@ impl MemoryPool {
                 // Batches shrink as the pool fills: with half as many slots
                 // free as queued, revoke now, so that acquisitions rarely
                 // find only queued slots (and pay for the revocation).
-                let limit = self.index.free() as usize / 2;
+                // (An estimate from this thread's shard: the exact sum
+                // reads every core's line.)
+                let limit = self.index.free_estimate() as usize / 2;
                 self.decommit
                     .push(queued, limit, |batch| self.finish(batch, counters))
             }
