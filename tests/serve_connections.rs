@@ -1,7 +1,8 @@
 //! The serve example's HTTP server (`examples/serve/http.rs`): a client that
 //! sends no whole request head within the header timeout, on a fresh
-//! connection or between keep-alive requests, is disconnected, so idle
-//! clients cannot hold the server's connection places.
+//! connection or between keep-alive requests, or not all of a request's
+//! body within it after the head, is disconnected, so idle clients cannot
+//! hold the server's connection places.
 
 #[path = "../examples/serve/backend.rs"]
 #[allow(dead_code, reason = "the test needs the backend only to serve")]
@@ -57,7 +58,7 @@ async fn until_closed(stream: TcpStream) -> Option<Vec<u8>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_that_send_no_request_head_are_disconnected_after_the_header_timeout() {
+async fn clients_that_send_no_request_head_or_body_are_disconnected_after_the_header_timeout() {
     let backend = Arc::new(Backend::new(Kind::InstancePool, 2, backend::MEMORY_LIMIT).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -77,10 +78,23 @@ async fn clients_that_send_no_request_head_are_disconnected_after_the_header_tim
     let partial = connect(addr, b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\n").await;
     // One whole keep-alive request, answered, then nothing.
     let kept = connect(addr, b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await;
-    let (silent, partial, kept) = tokio::join!(
+    // A whole head announcing 100 bytes of body, 3 of them sent.
+    let short_body = connect(
+        addr,
+        b"POST /run/t HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100\r\n\r\nabc",
+    )
+    .await;
+    let (silent, partial, kept, short_body) = tokio::join!(
         until_closed(silent),
         until_closed(partial),
-        until_closed(kept)
+        until_closed(kept),
+        until_closed(short_body)
+    );
+    let short_body = short_body.expect("a connection stalled mid-body stays open");
+    let reply = String::from_utf8_lossy(&short_body);
+    assert!(
+        reply.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{reply}"
     );
 
     assert!(silent.is_some(), "a silent connection stays open");

@@ -23,8 +23,10 @@ const MAX_CONNECTIONS: usize = 1024;
 /// passes; then stops accepting and gives open connections a second.
 ///
 /// A connection that has not sent a whole request head `header_timeout`
-/// after it opened, or after its last response (keep-alive), is closed:
-/// idle and trickling clients cannot hold the `MAX_CONNECTIONS` places.
+/// after it opened, or after its last response (keep-alive), is closed,
+/// and so is one whose request body has not all come `header_timeout`
+/// after its head (answered `408 Request Timeout`): idle and trickling
+/// clients cannot hold the `MAX_CONNECTIONS` places.
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<Backend>,
@@ -47,7 +49,8 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let backend = backend.clone();
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(backend.clone(), req));
+            let service =
+                hyper::service::service_fn(move |req| handle(backend.clone(), req, header_timeout));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
@@ -78,6 +81,7 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
 async fn handle(
     backend: Arc<Backend>,
     req: Request<Incoming>,
+    body_timeout: Duration,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -105,7 +109,13 @@ async fn handle(
         let text = format!("grow must be a page count: {query:?}\n");
         return Ok(reply(StatusCode::BAD_REQUEST, "text/plain", text));
     };
-    let input = match Limited::new(req.into_body(), MAX_INPUT).collect().await {
+    let body = Limited::new(req.into_body(), MAX_INPUT).collect();
+    let Ok(body) = tokio::time::timeout(body_timeout, body).await else {
+        // The body unread: hyper closes the connection after this reply.
+        let text = format!("body not received within {body_timeout:?}\n");
+        return Ok(reply(StatusCode::REQUEST_TIMEOUT, "text/plain", text));
+    };
+    let input = match body {
         Ok(body) => body.to_bytes(),
         Err(e) => {
             let text = format!("body: {e} (at most {MAX_INPUT} bytes)\n");

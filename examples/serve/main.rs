@@ -83,7 +83,8 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value = "512K", value_parser = common::parse_bytes)]
     memory_limit: usize,
     /// Closes a connection that sends no whole request head for this long
-    /// (after it opens, or after its last response)
+    /// (after it opens, or after its last response), or not all of a
+    /// request's body this long after its head (answered 408)
     #[arg(long, value_name = "S", default_value = "10", value_parser = common::parse_seconds)]
     header_timeout: Duration,
     /// With --load: the overload run's deadline (3x --connections
