@@ -1,10 +1,11 @@
 //! What an idle pool costs the process: a handful of kernel mappings and
-//! no resident memory for its slots, however many slots it has.
+//! no resident memory for its slots, however many slots it has; and all of
+//! it goes with the pool's last handle or store.
 //!
 //! Not timed. The only test in this binary on purpose: kernel mappings and
 //! RSS are process-wide, and tests in one binary run on parallel threads.
 
-use instance_pool::{PoolingConfig, PoolingInstanceAllocator};
+use instance_pool::{InstanceLayout, MemoryType, PoolingConfig, PoolingInstanceAllocator, Store};
 
 /// `VmRSS` of this process, in bytes.
 fn rss() -> u64 {
@@ -61,5 +62,28 @@ fn idle_pool_of_10_000_slots_adds_few_mappings_and_no_resident_slots() {
     assert!(
         maps_after <= maps_before + 2,
         "dropping the pool left mappings behind ({maps_before} -> {maps_after})"
+    );
+
+    // A store keeps its pool alive past the last handle, and the pool's
+    // mappings go when the store does: what a store holds of the pool (a
+    // reference per shard) must not keep it for good.
+    let pool = PoolingInstanceAllocator::new(&config).unwrap();
+    let mut store = Store::new(&pool, ());
+    let layout = InstanceLayout::new().memory(MemoryType::new(1, Some(2)));
+    let instance = store.instantiate(&layout).unwrap();
+    drop(pool);
+    let memory = instance.memory(&store, 0).unwrap();
+    memory.grow(&mut store, 1).unwrap();
+    memory.data_mut(&mut store)[70_000] = 1;
+    let maps_held = instance_pool::kernel_mappings().unwrap();
+    assert!(
+        maps_held > maps_before,
+        "the store's pool is gone ({maps_before} -> {maps_held})"
+    );
+    drop(store);
+    let maps_after = instance_pool::kernel_mappings().unwrap();
+    assert!(
+        maps_after <= maps_before + 2,
+        "the pool outlived its last store ({maps_before} -> {maps_after})"
     );
 }

@@ -14,6 +14,7 @@ mod pooling;
 
 pub use on_demand::OnDemandInstanceAllocator;
 pub(crate) use pooling::Pool;
+use pooling::PoolRef;
 pub use pooling::{
     PoolMetrics, PooledStack, PoolingInstanceAllocator, StackPool, StackPoolMetrics,
 };
@@ -40,7 +41,7 @@ pub trait InstanceAllocator: sealed::Sealed + Send + Sync {}
 
 impl sealed::Sealed for PoolingInstanceAllocator {
     fn allocator(&self) -> Allocator {
-        Allocator(Kind::Pool(self.inner.clone()))
+        Allocator(Kind::Pool(self.store_ref()))
     }
 }
 impl InstanceAllocator for PoolingInstanceAllocator {}
@@ -195,7 +196,7 @@ pub struct Allocator(Kind);
 #[derive(Clone)]
 enum Kind {
     /// Slots of a pool.
-    Pool(Arc<Pool>),
+    Pool(Arc<PoolRef>),
     /// A reservation per memory, a vector per table.
     OnDemand(OnDemandInstanceAllocator),
 }

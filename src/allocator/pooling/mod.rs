@@ -61,6 +61,30 @@ const MAPPINGS_PER_MEMORY: usize = 3;
 #[derive(Clone)]
 pub struct PoolingInstanceAllocator {
     pub(crate) inner: Arc<Pool>,
+    /// What stores hold: one reference a shard (see [`PoolRef`]).
+    refs: Arc<[Arc<PoolRef>]>,
+}
+
+/// A store's way to its pool. A store holds one of a few (one per shard,
+/// chosen by its thread), not the pool's own `Arc`: the reference count
+/// every `Store::new` and store drop writes is then a line of the thread's
+/// shard, not one every core writes. Each keeps the pool alive; the pool
+/// does not know them (no cycle).
+#[repr(align(128))]
+pub(crate) struct PoolRef(Arc<Pool>);
+
+impl std::ops::Deref for PoolRef {
+    type Target = Pool;
+    fn deref(&self) -> &Pool {
+        &self.0
+    }
+}
+
+impl PoolingInstanceAllocator {
+    /// The reference a store made on this thread holds.
+    pub(crate) fn store_ref(&self) -> Arc<PoolRef> {
+        self.refs[index::thread_number() % self.refs.len()].clone()
+    }
 }
 
 impl std::fmt::Debug for PoolingInstanceAllocator {
@@ -112,16 +136,18 @@ impl PoolingInstanceAllocator {
             }
         }
         let shards = index::default_shards();
-        Ok(PoolingInstanceAllocator {
-            inner: Arc::new(Pool {
-                memories: MemoryPool::new(config, shards)?,
-                tables: TablePool::new(config, shards)?,
-                config: config.clone(),
-                instances: permits::Permits::new(config.total_instances, shards),
-                admission: admission::Admission::default(),
-                counters: Counters::default(),
-            }),
-        })
+        let inner = Arc::new(Pool {
+            memories: MemoryPool::new(config, shards)?,
+            tables: TablePool::new(config, shards)?,
+            config: config.clone(),
+            instances: permits::Permits::new(config.total_instances, shards),
+            admission: admission::Admission::default(),
+            counters: Counters::default(),
+        });
+        let refs = (0..shards)
+            .map(|_| Arc::new(PoolRef(inner.clone())))
+            .collect();
+        Ok(PoolingInstanceAllocator { inner, refs })
     }
 
     /// A snapshot of the pool's counts and counters.
