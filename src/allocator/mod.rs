@@ -13,6 +13,7 @@ mod on_demand;
 mod pooling;
 
 pub use on_demand::OnDemandInstanceAllocator;
+#[cfg(feature = "wasmtime")]
 pub(crate) use pooling::Pool;
 use pooling::PoolRef;
 pub use pooling::{
