@@ -140,7 +140,7 @@ pub(super) use crate::sys::thread_number;
 impl<S> Shard<S> {
     /// Takes a slot by the rules of the module doc (after affinity):
     /// `prefer_cold` is asked only where both kinds are there to choose
-    /// from. The slot, its state (`None`: cold) .
+    /// from. The slot and its state (`None`: cold).
     fn take_by_rules(&mut self, prefer_cold: impl FnOnce() -> bool) -> Option<(u32, Option<S>)> {
         let has_cold = !self.given_back.is_empty() || !self.cold.is_empty();
         if has_cold && (self.warm.is_empty() || prefer_cold()) {
