@@ -15,7 +15,7 @@ mod pooling;
 pub use on_demand::OnDemandInstanceAllocator;
 #[cfg(feature = "wasmtime")]
 pub(crate) use pooling::Pool;
-use pooling::PoolRef;
+pub(crate) use pooling::PoolRef;
 pub use pooling::{
     PoolMetrics, PooledStack, PoolingInstanceAllocator, StackPool, StackPoolMetrics,
 };

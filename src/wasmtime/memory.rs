@@ -2,7 +2,7 @@
 
 use super::bake::Shape;
 use super::context;
-use crate::allocator::Pool;
+use crate::allocator::{Pool, PoolRef};
 use crate::layout::MemoryPlan;
 use crate::slot::MemorySlot;
 use crate::{MemoryProtection, MemoryType, PoolingInstanceAllocator, WASM_PAGE_SIZE};
@@ -18,6 +18,9 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct PooledMemoryCreator {
     pool: Arc<Pool>,
+    /// Where each memory's reference to the pool comes from (one per
+    /// shard, as a store's: see `PoolingInstanceAllocator::store_ref`).
+    allocator: PoolingInstanceAllocator,
 }
 
 impl std::fmt::Debug for PooledMemoryCreator {
@@ -35,6 +38,7 @@ impl PooledMemoryCreator {
     pub fn new(pool: &PoolingInstanceAllocator) -> Self {
         PooledMemoryCreator {
             pool: pool.inner.clone(),
+            allocator: pool.clone(),
         }
     }
 
@@ -112,7 +116,7 @@ impl PooledMemoryCreator {
                 ));
             }
             Ok(PooledLinearMemory {
-                pool: self.pool.clone(),
+                pool: self.allocator.store_ref(),
                 slot: Some(slot),
                 plan,
                 capacity: self.pool.memory_geometry().0,
@@ -190,7 +194,7 @@ unsafe impl wasmtime::MemoryCreator for PooledMemoryCreator {
 /// A Wasmtime linear memory in a pool slot; back to the pool, reset, when
 /// Wasmtime drops it.
 pub struct PooledLinearMemory {
-    pool: Arc<Pool>,
+    pool: Arc<PoolRef>,
     slot: Option<MemorySlot>,
     plan: MemoryPlan,
     /// The slot's size (the reservation `install` set): growth never goes
