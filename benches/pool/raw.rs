@@ -198,7 +198,9 @@ impl Drop for MarkedSlots {
 }
 
 /// `include/uapi/linux/fs.h`: `struct page_region`, `struct pm_scan_arg`,
-/// `PAGEMAP_SCAN` and the page categories a written page is told by.
+/// `PAGEMAP_SCAN` and the page categories a written page is told by. The
+/// crate has the same (`sys::pagemap`, private); a floor makes its own
+/// syscalls and uses none of the crate's code, so it keeps its own copy.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 struct PageRegion {

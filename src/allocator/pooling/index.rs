@@ -254,15 +254,9 @@ impl<S: Default> SlotIndex<S> {
                 return Ok(self.took(home, cell, shard, index, state));
             }
         }
-        let held: i64 = self
-            .cells
-            .iter()
-            .map(|c| c.in_use.load(Ordering::SeqCst))
-            .sum();
+        let in_use = self.held(Ordering::SeqCst);
         drop(shards);
-        Err(Empty {
-            in_use: held.clamp(0, u32::MAX as i64) as u32,
-        })
+        Err(Empty { in_use })
     }
 
     /// Counts a slot taken from `cell` (its lock held: `shard`) as held.
@@ -327,11 +321,12 @@ impl<S: Default> SlotIndex<S> {
 
     /// Slots held now (exact when nothing moves).
     pub fn in_use(&self) -> u32 {
-        let held: i64 = self
-            .cells
-            .iter()
-            .map(|c| c.in_use.load(Ordering::Relaxed))
-            .sum();
+        self.held(Ordering::Relaxed)
+    }
+
+    /// The shards' held counts summed, each read with `order`.
+    fn held(&self, order: Ordering) -> u32 {
+        let held: i64 = self.cells.iter().map(|c| c.in_use.load(order)).sum();
         held.clamp(0, u32::MAX as i64) as u32
     }
 
