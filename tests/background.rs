@@ -127,3 +127,21 @@ fn a_pool_dropped_with_batches_in_flight_is_dropped_cleanly() {
         }
     }
 }
+
+/// A pool whose revoker thread cannot be started (a thread limit) is made
+/// all the same and revokes inline: it says so, and every slot comes back.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn without_its_thread_the_pool_revokes_inline() {
+    fault::refuse(Syscall::Thread);
+    let p = pool(ALL_SHAPES[0], 4);
+    fault::reset();
+    assert!(!p.metrics().background_revocation);
+    for _ in 0..5 {
+        let held: Vec<_> = (0..SLOTS).map(|_| tenant(&p, "inline")).collect();
+        drop(held);
+    }
+    p.flush_decommits();
+    let m = p.metrics();
+    assert_eq!((m.memories_in_use, m.unused_warm_memories), (0, SLOTS));
+}

@@ -72,7 +72,8 @@ pub enum Syscall {
     ProcessMadvise,
     /// The `PAGEMAP_SCAN` ioctl on `/proc/self/pagemap`.
     PagemapScan,
-    /// Starting a thread of the crate's own (the admission timer): only
+    /// Starting a thread of the crate's own (the admission timer, a pool's
+    /// background revoker): only
     /// [`fault::refuse`] fails it, never [`fault::fail_nth`].
     Thread,
 }
@@ -105,14 +106,15 @@ fn last_error() -> io::Error {
     io::Error::last_os_error()
 }
 
-/// Starts a detached thread named `name` running `f`; the error if the
-/// process cannot start one (a thread limit, no memory).
-pub fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+/// Starts a thread named `name` running `f` (dropping the handle detaches
+/// it); the error if the process cannot start one (a thread limit, no
+/// memory).
+pub fn spawn_thread(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<()>> {
     check(Syscall::Thread)?;
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .map(drop)
+    std::thread::Builder::new().name(name.into()).spawn(f)
 }
 
 #[inline(always)]

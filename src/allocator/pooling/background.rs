@@ -63,22 +63,20 @@ impl Revoker {
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel::<Vec<Queued>>();
         let theirs = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("instance-pool-revoker".into())
-            .spawn(move || {
-                let mut revoked = Vec::new();
-                while let Ok(batch) = rx.recv() {
-                    let n = batch.len();
-                    how.revoke(batch, |claim, parked| revoked.push((claim, parked)));
-                    {
-                        let mut done = theirs.done.lock();
-                        done.append(&mut revoked);
-                        theirs.ready.store(done.len(), Ordering::Release);
-                    }
-                    theirs.in_flight.fetch_sub(n, Ordering::AcqRel);
+        let thread = sys::spawn_thread("instance-pool-revoker", move || {
+            let mut revoked = Vec::new();
+            while let Ok(batch) = rx.recv() {
+                let n = batch.len();
+                how.revoke(batch, |claim, parked| revoked.push((claim, parked)));
+                {
+                    let mut done = theirs.done.lock();
+                    done.append(&mut revoked);
+                    theirs.ready.store(done.len(), Ordering::Release);
                 }
-            })
-            .ok()?;
+                theirs.in_flight.fetch_sub(n, Ordering::AcqRel);
+            }
+        })
+        .ok()?;
         Some(Revoker {
             tx: Some(tx),
             thread: Some(thread),

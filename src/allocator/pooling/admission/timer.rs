@@ -84,7 +84,7 @@ fn timer() -> Option<&'static Timer> {
         }));
         // The thread first: a published timer always has one, so no waker
         // is ever registered where nothing would wake it.
-        crate::sys::spawn_thread("instance-pool-timer", move || run(new)).ok()?;
+        drop(crate::sys::spawn_thread("instance-pool-timer", move || run(new)).ok()?);
         if TIMER.compare_exchange(cur, Some(TimerRef(new))).is_err() {
             let due = lock(new);
             new.retired.store(true, Ordering::Relaxed);
