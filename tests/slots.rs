@@ -91,6 +91,38 @@ fn near_capacity_a_release_revokes_at_once_whatever_the_batch_size() {
     drop(held);
 }
 
+#[test]
+fn a_batch_holding_32_mib_to_discard_is_revoked_however_few_its_slots() {
+    let mut c = config::small(32);
+    c.max_memory_size(64 * SLOT).decommit_batch_size(64);
+    let p = config::pool(&c);
+    // A tenant that grew by `pages` and wrote every byte it reached.
+    let release = |pages: u64| {
+        let mut s = Store::new(&p, ());
+        let i = s.instantiate(&layout()).unwrap();
+        let m = i.memory(&s, 0).unwrap();
+        m.grow(&mut s, pages).unwrap();
+        m.data_mut(&mut s).fill(0x5A);
+        drop(s);
+        p.metrics().decommit_queue_len
+    };
+    // Small releases queue (the pool has slack for a batch of 8 here).
+    assert_eq!(release(2), 1);
+    assert_eq!(release(2), 2);
+    // 20 MiB held: still under the bound, queued.
+    assert_eq!(release(320), 3);
+    // Another 20 MiB: the shard's batch holds over 32 MiB, revoked now,
+    // with 3 slots of a batch of up to 64.
+    assert_eq!(release(320), 0);
+    assert_eq!(p.metrics().memories_in_use, 0);
+    // The revoked slots are fresh for the next tenant.
+    let mut s = Store::new(&p, ());
+    let i = s.instantiate(&layout()).unwrap();
+    let mem = i.memory(&s, 0).unwrap();
+    assert_eq!(mem.size(&s), 1);
+    assert!(mem.data(&s).iter().all(|&b| b == 0));
+}
+
 /// A store holding one instance whose memory grew past its minimum (so its
 /// release has something to revoke).
 fn hold(p: &PoolingInstanceAllocator) -> Store<()> {

@@ -171,7 +171,9 @@ pub fn summary(since: SystemTime) {
     ] {
         if let Some((r, tp1, tp2)) = scaling(name) {
             let target = match name {
-                "pool_default" | "pool_shipped" => Some(1.3),
+                // The default pool as shipped (1,000 slots): `pool_default`
+                // has 16, which cut its batches short.
+                "pool_shipped" => Some(1.3),
                 "pool_keep_resident_no_grow" | "pool_bounds_checked" => Some(1.8),
                 _ => None,
             };

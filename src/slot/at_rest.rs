@@ -74,6 +74,14 @@ impl Queued {
         &self.written
     }
 
+    /// Bytes the revocation discards: the written runs and the tail (all
+    /// of it, populated or not: an upper bound of what the slot holds
+    /// resident until then).
+    pub fn held_bytes(&self) -> usize {
+        let runs: usize = self.written.iter().map(|&(_, len)| len).sum();
+        runs + (self.to() - self.from())
+    }
+
     /// The batch holding this slot was revoked (`ok`), or failed: then the
     /// slot is scrubbed. Either way it can be handed out again.
     pub fn finish(mut self, ok: bool) -> (Claim, Parked) {
