@@ -28,7 +28,12 @@
 //! a fresh image, 4 KiB to 64 MiB of data: the crate building its
 //! `MemoryImage` against Wasmtime building its own.
 //!
-//! `cargo bench --features wasmtime-examples --bench wasmtime` (about two
+//! `interleaved` (`INTERLEAVED=1`, see `interleaved.rs`) compares the
+//! `module_images` and `wasmtime_pooling` rows in one process instead,
+//! in alternating rounds, where a difference of a few percent would be
+//! lost in criterion's run-to-run noise.
+//!
+//! `cargo bench --features wasmtime-examples --bench wasmtime` (about five
 //! minutes) ends with the ratios from this run's medians.
 
 #[path = "../../examples/serve/backend.rs"]
@@ -38,6 +43,7 @@ mod bounds;
 #[path = "../common/estimates.rs"]
 mod estimates;
 mod image_build;
+mod interleaved;
 
 use backend::{Backend, Kind};
 use criterion::Criterion;
@@ -311,6 +317,9 @@ fn summary(since: SystemTime) {
 }
 
 fn main() {
+    if std::env::var_os("INTERLEAVED").is_some() {
+        return interleaved::run();
+    }
     let since = SystemTime::now();
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c);
