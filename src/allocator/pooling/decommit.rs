@@ -68,9 +68,10 @@ impl DecommitQueue {
 
     /// Queues `p` in the calling thread's shard; once `limit` slots are
     /// queued there (at most the configured batch, at least 1), or they
-    /// hold [`BATCH_BYTES`] to discard, takes them all and runs `finish` on them after unlocking: a revocation flushes
-    /// TLBs, and no other release or acquisition waits for it. With a batch
-    /// of 1, `finish` runs at once without a lock.
+    /// hold [`BATCH_BYTES`] to discard, takes them all and runs `finish`
+    /// on them after unlocking: a revocation flushes TLBs, and no other
+    /// release or acquisition waits for it. With a batch of 1, `finish`
+    /// runs at once without a lock.
     pub fn push(&self, p: Queued, limit: usize, finish: impl FnOnce(Vec<Queued>)) {
         if self.batch <= 1 {
             return finish(vec![p]);
