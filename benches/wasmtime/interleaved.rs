@@ -18,9 +18,8 @@
 //! (`benches/README.md` does 20).
 
 use crate::backend::{self, Kind};
-use crate::{DATA_SIZES, SLOTS};
+use crate::{DATA_SIZES, SLOTS, data_module, data_request};
 use instance_pool::wasmtime::PooledModule;
-use std::hint::black_box;
 use std::time::Instant;
 
 /// Rounds a case; instantiations a side a round.
@@ -59,23 +58,12 @@ impl Side {
         }
     }
 
-    /// Mean nanoseconds of `n` iterations of the `wasmtime_data` row:
-    /// store, instance, (reads), drop.
+    /// Mean nanoseconds of `n` iterations of the `wasmtime_data` row
+    /// ([`data_request`]).
     fn time(&self, n: usize, size: usize, reads: bool) -> f64 {
         let start = Instant::now();
         for _ in 0..n {
-            let mut store = wasmtime::Store::new(&self.engine, ());
-            let instance = match &self.pooled {
-                Some(p) => p.instantiate_pre(&mut store, &self.pre),
-                None => self.pre.instantiate(&mut store),
-            }
-            .expect("instance");
-            if reads {
-                let memory = instance.get_memory(&mut store, "memory").expect("memory");
-                let bytes = memory.data(&store);
-                black_box((0..size).step_by(4096).fold(0u8, |s, i| s ^ bytes[i]));
-            }
-            black_box(instance);
+            data_request(&self.engine, self.pooled.as_ref(), &self.pre, size, reads);
         }
         start.elapsed().as_nanos() as f64 / n as f64
     }
@@ -98,10 +86,7 @@ pub fn run() {
         Err(_) => vec![false, true],
     };
     for size in sizes {
-        let data: String = std::iter::repeat_n("\\aa", size).collect();
-        let wat =
-            format!("(module (memory (export \"memory\") 16) (data (i32.const 0) \"{data}\"))");
-        let wasm = wat::parse_str(&wat).expect("wat");
+        let wasm = data_module(size);
         let ours = Side::new(Kind::InstancePool, &wasm);
         let theirs = Side::new(Kind::WasmtimePooling, &wasm);
         for &reads in &reads {

@@ -145,10 +145,7 @@ fn data_segments(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
     for (size, label, _) in DATA_SIZES {
-        let data: String = std::iter::repeat_n("\\aa", size).collect();
-        let wat =
-            format!("(module (memory (export \"memory\") 16) (data (i32.const 0) \"{data}\"))");
-        let wasm = wat::parse_str(&wat).expect("wat");
+        let wasm = data_module(size);
         for (name, data) in [
             ("module_images", Data::ModuleImages),
             ("module_images_keep_slot", Data::ModuleImagesKeepSlot),
@@ -183,21 +180,7 @@ fn data_segments(c: &mut Criterion) {
                     true => format!("{name}_reads_{label}"),
                 };
                 group.bench_function(row, |b| {
-                    b.iter(|| {
-                        let mut store = wasmtime::Store::new(&engine, ());
-                        let instance = match &pooled {
-                            Some(p) => p.instantiate_pre(&mut store, &pre),
-                            None => pre.instantiate(&mut store),
-                        }
-                        .expect("instance");
-                        if reads {
-                            let memory = instance.get_memory(&mut store, "memory").unwrap();
-                            let bytes = memory.data(&store);
-                            let sum = (0..size).step_by(4096).fold(0u8, |s, i| s ^ bytes[i]);
-                            assert_eq!(sum, 0xaa * ((size / 4096) % 2) as u8);
-                        }
-                        black_box(instance);
-                    })
+                    b.iter(|| data_request(&engine, pooled.as_ref(), &pre, size, reads))
                 });
             }
             if let Some((pool, _)) = &pools {
@@ -206,6 +189,39 @@ fn data_segments(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// The `wasmtime_data` module: a 1 MiB memory whose first `size` bytes
+/// are a data segment of `0xaa`.
+fn data_module(size: usize) -> Vec<u8> {
+    let data: String = std::iter::repeat_n("\\aa", size).collect();
+    let wat = format!("(module (memory (export \"memory\") 16) (data (i32.const 0) \"{data}\"))");
+    wat::parse_str(&wat).expect("wat")
+}
+
+/// One `wasmtime_data` iteration: a store, an instance of `pre` (through
+/// `pooled` when given), with `reads` one byte read of every host page of
+/// the `size` bytes of data (checked), the drop.
+fn data_request(
+    engine: &wasmtime::Engine,
+    pooled: Option<&PooledModule>,
+    pre: &wasmtime::InstancePre<()>,
+    size: usize,
+    reads: bool,
+) {
+    let mut store = wasmtime::Store::new(engine, ());
+    let instance = match pooled {
+        Some(p) => p.instantiate_pre(&mut store, pre),
+        None => pre.instantiate(&mut store),
+    }
+    .expect("instance");
+    if reads {
+        let memory = instance.get_memory(&mut store, "memory").expect("memory");
+        let bytes = memory.data(&store);
+        let sum = (0..size).step_by(4096).fold(0u8, |s, i| s ^ bytes[i]);
+        assert_eq!(sum, 0xaa * ((size / 4096) % 2) as u8);
+    }
+    black_box(instance);
 }
 
 /// `Kind::InstancePool`'s engine and pools, but with `memory_keep_resident`

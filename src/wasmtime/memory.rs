@@ -17,15 +17,14 @@ use std::sync::Arc;
 /// records), and the pool's metrics count it like a store's.
 #[derive(Clone)]
 pub struct PooledMemoryCreator {
-    pool: Arc<Pool>,
-    /// Where each memory's reference to the pool comes from (one per
-    /// shard, as a store's: see `PoolingInstanceAllocator::store_ref`).
+    /// The pool; each memory's reference to it comes from here too (one
+    /// per shard, as a store's: see `PoolingInstanceAllocator::store_ref`).
     allocator: PoolingInstanceAllocator,
 }
 
 impl std::fmt::Debug for PooledMemoryCreator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (slot, guard) = self.pool.memory_geometry();
+        let (slot, guard) = self.pool().memory_geometry();
         f.debug_struct("PooledMemoryCreator")
             .field("slot_size", &slot)
             .field("guard_size", &guard)
@@ -37,9 +36,12 @@ impl PooledMemoryCreator {
     /// A creator drawing from `pool` (which it keeps alive).
     pub fn new(pool: &PoolingInstanceAllocator) -> Self {
         PooledMemoryCreator {
-            pool: pool.inner.clone(),
             allocator: pool.clone(),
         }
+    }
+
+    fn pool(&self) -> &Arc<Pool> {
+        &self.allocator.inner
     }
 
     /// Sets this creator on `config`, with the memory settings it needs (see
@@ -62,7 +64,7 @@ impl PooledMemoryCreator {
     /// `allocation_strategy(Pooling)` or `memory_init_cow(true)` cannot be
     /// seen by the creator (the module docs say what happens then).
     pub fn install(self, config: &mut wasmtime::Config) -> &mut wasmtime::Config {
-        let (slot, guard) = self.pool.memory_geometry();
+        let (slot, guard) = self.pool().memory_geometry();
         config
             .allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand)
             .memory_reservation(slot as u64)
@@ -76,7 +78,7 @@ impl PooledMemoryCreator {
             .gc_heap_guard_size(guard as u64)
             .gc_heap_reservation_for_growth(0)
             .gc_heap_may_move(false);
-        if self.pool.memory_protection() == MemoryProtection::BoundsChecked {
+        if self.pool().memory_protection() == MemoryProtection::BoundsChecked {
             config.signals_based_traps(false);
         }
         config.with_host_memory(Arc::new(self))
@@ -95,7 +97,7 @@ impl PooledMemoryCreator {
         guard: usize,
     ) -> Result<PooledLinearMemory, String> {
         let memory = self.check(ty, minimum, reserved, guard).and_then(|()| {
-            let (mut slot, plan) = match context::take(&self.pool, Shape::of(ty), minimum) {
+            let (mut slot, plan) = match context::take(self.pool(), Shape::of(ty), minimum) {
                 Some(reserved) => reserved,
                 None => {
                     let plan = MemoryPlan {
@@ -103,14 +105,14 @@ impl PooledMemoryCreator {
                         image: None,
                     };
                     let (slot, _maximum) = self
-                        .pool
+                        .pool()
                         .acquire_memory(&plan)
                         .map_err(|e| format!("instance_pool: {e}"))?;
                     (slot, plan)
                 }
             };
-            if let Err(e) = self.pool.prepare_memory(&mut slot, &plan, minimum) {
-                self.pool.release_memory(slot, plan.ty);
+            if let Err(e) = self.pool().prepare_memory(&mut slot, &plan, minimum) {
+                self.pool().release_memory(slot, plan.ty);
                 return Err(format!(
                     "instance_pool: preparing a memory of {minimum} bytes: {e}"
                 ));
@@ -119,11 +121,11 @@ impl PooledMemoryCreator {
                 pool: self.allocator.store_ref(),
                 slot: Some(slot),
                 plan,
-                capacity: self.pool.memory_geometry().0,
+                capacity: self.pool().memory_geometry().0,
             })
         });
         if memory.is_err() {
-            self.pool.creator_refused();
+            self.pool().creator_refused();
         }
         memory
     }
@@ -138,7 +140,7 @@ impl PooledMemoryCreator {
         reserved: Option<usize>,
         guard: usize,
     ) -> Result<(), String> {
-        let (slot_size, slot_guard) = self.pool.memory_geometry();
+        let (slot_size, slot_guard) = self.pool().memory_geometry();
         const CALL_LAST: &str =
             "call PooledMemoryCreator::install after every other memory setting";
         if ty.page_size() != WASM_PAGE_SIZE as u64 {
